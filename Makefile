@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(BIN)/esper-lab dashboard
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	ESPER_LAB_NB_SIZE=ci $(BIN)/python -m pytest -q
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 notebooks/

@@ -16,6 +16,10 @@ from esper_lab.env.reward import RewardConfig
 CRITIC_MODES = ("q_op", "v", "q_marginal")
 
 
+class ConfigError(ValueError):
+    """A config value or preset name is not valid."""
+
+
 @dataclass
 class WorldConfig:
     """The morphogenetic world: one host network training on digits, with seed slots."""
@@ -114,7 +118,7 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(known)
     if unknown:
-        raise ValueError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
+        raise ConfigError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
     kwargs = {}
     for name, value in data.items():
         default = getattr(cls(), name)
@@ -149,7 +153,7 @@ PRESETS = {"tiny": _tiny, "demo": _demo, "phase4": _phase4}
 def preset(name: str, **overrides: Any) -> TrainConfig:
     """Build a preset; `overrides` set top-level fields or nested ones as 'world.max_epochs'."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     cfg = PRESETS[name]()
     for key, value in overrides.items():
         target, attr = cfg, key
@@ -157,8 +161,24 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
             head, attr = attr.split(".", 1)
             target = getattr(target, head)
         if not hasattr(target, attr):
-            raise ValueError(f"unknown config field {key!r}")
+            raise ConfigError(f"unknown config field {key!r}")
         setattr(target, attr, value)
     if cfg.policy.critic not in CRITIC_MODES:
-        raise ValueError(f"unknown critic {cfg.policy.critic!r}; choose one of {CRITIC_MODES}")
+        raise ConfigError(f"unknown critic {cfg.policy.critic!r}; choose one of {CRITIC_MODES}")
     return cfg
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (what `--help` shows), read from its source."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs

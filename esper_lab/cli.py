@@ -1,0 +1,199 @@
+"""`esper-lab train | evaluate | dashboard | bench`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from esper_lab.config import CRITIC_MODES, PRESETS, PolicyConfig, TrainConfig, WorldConfig, field_help, preset
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BASELINE_NAMES = ("heuristic", "random", "wait")
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    tc, wc, pc = field_help(TrainConfig), field_help(WorldConfig), field_help(PolicyConfig)
+    p = sub.add_parser("train", help="train the Phase 4 policy with PPO, writing a run directory")
+    p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="config preset (default: demo)")
+    p.add_argument("--run-dir", type=Path, help="run directory (default: runs/<preset>-<critic>-s<seed>-<time>)")
+    p.add_argument("--updates", type=int, help=tc["updates"] + " (default: the preset's)")
+    p.add_argument("--critic", choices=CRITIC_MODES, help=pc["critic"])
+    p.add_argument("--seed", type=int, help=tc["seed"])
+    p.add_argument("--num-envs", type=int, help=tc["num_envs"])
+    p.add_argument("--max-epochs", type=int, help=wc["max_epochs"])
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate baselines and/or a trained checkpoint on the same world seeds")
+    p.add_argument("--policy", default="all", choices=BASELINE_NAMES + ("all", "none"),
+                   help="baseline policy to evaluate (default: all three; 'none' with --checkpoint for the policy only)")
+    p.add_argument("--checkpoint", type=Path, help="a checkpoint.pt of a training run: evaluate it next to the baselines")
+    p.add_argument("--deterministic", action="store_true", help="trained policy takes argmax actions")
+    p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="world preset (ignored with --checkpoint)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes per policy (default: 10)")
+    p.add_argument("--seed", type=int, default=0, help="first world seed (default: 0)")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+
+
+def _dashboard_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dashboard", help="serve the Streamlit dashboard on 127.0.0.1")
+    p.add_argument("--port", type=int, default=8501, help="port (default: 8501)")
+    p.add_argument("--runs-dir", type=Path, help="where run directories live (default: $ESPER_LAB_RUNS or ./runs)")
+
+
+def _bench_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure speed on this machine")
+    p.add_argument("what", choices=("env", "policy", "train"), help="env: ms per env step; policy: get_action and "
+                   "forward+backward; train: SPS and the env / policy / update split")
+    p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="preset (default: demo)")
+    p.add_argument("--steps", type=int, default=60, help="env steps to time (bench env; default: 60)")
+    p.add_argument("--updates", type=int, default=3, help="updates to time (bench train; default: 3)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    p.add_argument("--json", type=Path, help="also write the figures as JSON here")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="esper-lab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_train_parser, _evaluate_parser, _dashboard_parser, _bench_parser):
+        add(sub)
+    return parser
+
+
+# --- train ------------------------------------------------------------------------------------------------------
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    overrides: dict[str, Any] = {}
+    for arg, key in (("updates", "updates"), ("seed", "seed"), ("num_envs", "num_envs"),
+                     ("critic", "policy.critic"), ("max_epochs", "world.max_epochs")):
+        value = getattr(args, arg)
+        if value is not None:
+            overrides[key] = value
+    return preset(args.preset, **overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from esper_lab.progress import ProgressLine
+    from esper_lab.rl.trainer import Trainer
+    from esper_lab.runs import RunReader, runs_root
+
+    if args.resume:
+        if args.run_dir is None:
+            raise SystemExit("esper-lab train: --resume needs --run-dir")
+        cfg = TrainConfig.from_dict(RunReader(args.run_dir).require().config())
+        if args.updates is not None:
+            cfg.updates = args.updates
+    else:
+        cfg = train_config(args)
+    run_dir = args.run_dir or runs_root() / f"{cfg.preset}-{cfg.policy.critic}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    trainer = Trainer(cfg, run_dir, resume=args.resume)
+    bar = None if args.quiet else ProgressLine(cfg.updates, start=trainer.update_idx)
+    print(f"esper-lab train: {cfg.preset}, critic {cfg.policy.critic}, {cfg.num_envs} envs x {cfg.world.max_epochs} "
+          f"epochs, {cfg.updates} updates -> {run_dir}", file=sys.stderr)
+    trainer.run(progress=bar.update if bar else None)
+    if bar:
+        bar.close()
+    status = RunReader(run_dir).status()
+    print(f"{status.get('state', '?')}: {trainer.update_idx} updates in {run_dir}", file=sys.stderr)
+    return 0 if status.get("state") in ("finished", "stopped") else 1
+
+
+# --- evaluate ---------------------------------------------------------------------------------------------------
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from esper_lab.evaluate import evaluate_policies, format_table, load_trained_policy
+
+    policies: dict[str, Any] = {}
+    names = BASELINE_NAMES if args.policy == "all" else (() if args.policy == "none" else (args.policy,))
+    world = preset(args.preset).world
+    if args.checkpoint is not None:
+        trained, world = load_trained_policy(args.checkpoint, deterministic=args.deterministic)
+        policies["trained"] = trained
+    if not names and not policies:
+        raise SystemExit("esper-lab evaluate: nothing to evaluate (--policy none needs --checkpoint)")
+    policies.update({name: name for name in names})
+    results = evaluate_policies(policies, world, episodes=args.episodes, seed=args.seed)
+    print(format_table(results))
+    if args.json:
+        _write_json(args.json, results)
+    return 0
+
+
+# --- dashboard --------------------------------------------------------------------------------------------------
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", STREAMLIT_SERVER_HEADLESS="true")
+    if args.runs_dir is not None:
+        env["ESPER_LAB_RUNS"] = str(args.runs_dir.resolve())
+    app = REPO_ROOT / "app" / "dashboard.py"
+    if not app.is_file():
+        raise SystemExit(f"esper-lab dashboard: {app} not found (the dashboard ships with the repository checkout)")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", "127.0.0.1",
+           "--server.port", str(args.port), "--browser.gatherUsageStats", "false", "--server.headless", "true"]
+    print(f"esper-lab dashboard: http://127.0.0.1:{args.port}", file=sys.stderr)
+    return subprocess.call(cmd, env=env, cwd=REPO_ROOT)
+
+
+# --- bench ------------------------------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cfg = preset(args.preset)
+    if args.what == "env":
+        from esper_lab.env.timing import bench_env
+
+        figures = bench_env(cfg.world, steps=args.steps, seed=0)
+    elif args.what == "policy":
+        from esper_lab.policy.timing import bench_policy
+
+        figures = bench_policy(threads=args.threads)
+    else:
+        from esper_lab.rl.timing import bench_train
+
+        figures = bench_train(cfg, updates=args.updates)
+    figures = {"what": args.what, "preset": args.preset, "threads": args.threads, **figures}
+    width = max(len(k) for k in figures)
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value:.3f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    if args.json:
+        _write_json(args.json, figures)
+    return 0
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    print(f"wrote {path}", file=sys.stderr)
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "dashboard": cmd_dashboard, "bench": cmd_bench}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from esper_lab.config import ConfigError
+    from esper_lab.runs import CheckpointError, RunDirError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (RunDirError, CheckpointError, ConfigError) as exc:
+        print(f"esper-lab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

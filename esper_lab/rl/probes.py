@@ -1,0 +1,101 @@
+"""Fixed probe states and the per-update snapshots the dashboard and notebooks read.
+
+A probe is one heuristic-policy episode of a fixed world, recorded once at the start of training: its raw features,
+blueprint indices and masks. A snapshot re-runs the current policy over that episode as one sequence (from a zero
+hidden state, with the current observation normaliser) and records, at a few chosen epochs, Q(s, op) for every op,
+the op probabilities and the op mask, next to the blueprint-embedding table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from esper_lab.actions import HEAD_NAMES, BlueprintAction, LifecycleOp
+from esper_lab.config import WorldConfig
+from esper_lab.env.vector import VectorEnv
+from esper_lab.features import batch_obs_to_features
+from esper_lab.policy.baselines import HeuristicPolicy
+
+if TYPE_CHECKING:
+    from esper_lab.rl.trainer import Trainer
+
+BLUEPRINT_ROW_NAMES = tuple(bp.name for bp in BlueprintAction) + ("NULL",)
+PROBE_COUNT = 6
+
+
+@dataclass
+class Probe:
+    obs: torch.Tensor  # [1, T, D] raw features
+    blueprint_indices: torch.Tensor  # [1, T, S]
+    masks: dict[str, torch.Tensor]  # {head: [1, T, k]}
+    steps: list[int]  # which time steps are reported
+    names: list[str]
+
+
+def make_probe(world: WorldConfig, seed: int) -> Probe:
+    """Record one heuristic episode of a fixed world (seed-derived, separate from the training worlds)."""
+    env = VectorEnv(world, 1, seed=seed)
+    policy = HeuristicPolicy()
+    reports = env.reset([10_000_019 + seed])
+    policy.reset(1)
+    obs, idx, masks, names = [], [], {h: [] for h in HEAD_NAMES}, []
+    for t in range(world.max_epochs):
+        o, b = batch_obs_to_features(reports)  # [1, D], [1, S]
+        m = env.masks()
+        obs.append(o)
+        idx.append(b)
+        for h in HEAD_NAMES:
+            masks[h].append(m[h])
+        names.append(f"epoch {t}: " + describe_slots(b[0]))
+        reports, *_ = env.step(policy.act(reports, m))
+    T = world.max_epochs
+    steps = sorted({round(i * (T - 1) / (PROBE_COUNT - 1)) for i in range(PROBE_COUNT)})
+    return Probe(
+        obs=torch.stack(obs, dim=1),  # [1, T, D]
+        blueprint_indices=torch.stack(idx, dim=1),  # [1, T, S]
+        masks={h: torch.stack(v, dim=1) for h, v in masks.items()},  # [1, T, k]
+        steps=steps,
+        names=[names[s] for s in steps],
+    )
+
+
+def describe_slots(blueprint_indices: torch.Tensor) -> str:
+    """'CONV_LIGHT, -, -' for indices [S]."""
+    return ", ".join("-" if int(i) < 0 else BlueprintAction(int(i)).name for i in blueprint_indices)
+
+
+@torch.no_grad()
+def snapshot(trainer: "Trainer") -> dict[str, Any]:
+    """Embedding table and per-op values on the probe states, for snapshots/update_NNNNNN.json."""
+    probe, net = trainer.probe, trainer.bundle.network
+    out = net(trainer.obs_norm.normalize(probe.obs), probe.blueprint_indices, masks=probe.masks)
+    steps = torch.tensor(probe.steps)
+    op_mask = probe.masks["op"][0, steps]  # [P, 6]
+    op_logits = out.op_logits[0, steps].masked_fill(~op_mask, float("-inf"))  # [P, 6]
+    return {
+        "blueprint_names": list(BLUEPRINT_ROW_NAMES),
+        "embedding": net.blueprint_embedding.table_weight().tolist(),  # [14, 4]
+        "op_names": [op.name for op in LifecycleOp],
+        "probe_names": probe.names,
+        "probe_op_values": out.op_values[0, steps].tolist(),  # [P, 6]
+        "probe_op_probs": torch.softmax(op_logits, dim=-1).tolist(),  # [P, 6]
+        "probe_op_masks": op_mask.tolist(),
+    }
+
+
+def tick_records(reports: list, update: int, epoch: int) -> list[dict[str, Any]]:
+    """Per-epoch stage and alpha of every occupied slot (for the dashboard's swimlane)."""
+    rows = []
+    for env_idx, report in enumerate(reports):
+        for slot in report.slots:
+            if slot.stage is None:
+                continue
+            rows.append({
+                "kind": "tick", "update": update, "env": env_idx, "slot": slot.slot_id, "epoch": epoch,
+                "stage": slot.stage.name, "blueprint": BlueprintAction(slot.blueprint_index).name,
+                "alpha": float(slot.alpha),
+            })
+    return rows
