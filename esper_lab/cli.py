@@ -111,7 +111,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from esper_lab.evaluate import evaluate_policies, format_table, load_trained_policy
+    from esper_lab.evaluate import evaluate_policies, format_table
+    from esper_lab.policy.trained import load_trained_policy
 
     policies: dict[str, Any] = {}
     names = BASELINE_NAMES if args.policy == "all" else (() if args.policy == "none" else (args.policy,))
