@@ -1,0 +1,294 @@
+"""The PPO update for the factored recurrent policy (Esper's Simic `ppo.py`, Phase 4, with K epochs of minibatches).
+
+One call, `PPOUpdater(policy, cfg).update(batch)`, reads top to bottom:
+
+1. GAE on the stored rows (unless advantages and returns are passed in), explained variance and the Q telemetry
+   from what the rollout stored, then advantage normalisation over every valid step of the batch.
+2. K = `cfg.epochs` passes; each shuffles the env rows into `cfg.minibatches` minibatches of WHOLE episodes. A
+   minibatch re-runs its rows as one sequence each, from their stored initial hidden state: one
+   `evaluate_actions` call, one LSTM call, no Python loop over time.
+3. Per head: log ratio (clamped to +-20) against the stored per-head log-prob, the clipped surrogate and the
+   entropy, both averaged only over the steps where that head mattered for the STORED op (`actions.causal_masks`).
+4. Approximate KL, per head `(r - 1) - log r` over its causal steps, weighted by causal fraction. It is checked
+   BEFORE the optimizer step: above 1.5 x target_kl the update stops and that step never happens (Esper BUG-003).
+5. Loss = policy + value_coef * value + entropy_coef * entropy_loss (+ q_aux_coef * q_aux in critic 'v');
+   backward, per-head gradient norms, global clip, Adam step.
+
+Advantages are normalised once over the whole batch rather than per minibatch: a minibatch is only a few episodes
+here, and per-minibatch statistics of so few rows are noisy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+import torch.nn as nn
+
+from esper_lab.actions import HEAD_NAMES, causal_masks
+from esper_lab.config import PPOConfig
+from esper_lab.rl.advantages import compute_gae, per_head_advantages
+from esper_lab.rl.buffer import RolloutBatch, RolloutBuffer
+
+# Phase 5 per-head entropy multipliers (Esper's ENTROPY_COEF_PER_HEAD): the one definition in esper_lab.
+ENTROPY_COEF_PER_HEAD = {
+    "op": 1.0,
+    "slot": 1.0,
+    "blueprint": 1.3,
+    "style": 1.2,
+    "tempo": 1.3,
+    "alpha_target": 1.2,
+    "alpha_speed": 1.2,
+    "alpha_curve": 1.2,
+}
+assert set(ENTROPY_COEF_PER_HEAD) == set(HEAD_NAMES)
+KL_EARLY_STOP_FACTOR = 1.5  # stop before the step whose minibatch KL exceeds 1.5 x target_kl
+LOG_RATIO_CLAMP = 20.0  # exp(20) is large but finite
+ADAM_EPS = 1e-5
+
+METRIC_KEYS = (
+    "policy_loss", "value_loss", "entropy_loss", "q_aux_loss",
+    *(f"entropy_{h}" for h in HEAD_NAMES),
+    "approx_kl", "clip_fraction", "explained_variance",
+    *(f"grad_norm_{h}" for h in HEAD_NAMES), "grad_norm_total",
+    "q_spread", "q_variance", "epochs_completed", "early_stopped", "ratio_first",
+    "optimizer_steps", "advantage_mean", "advantage_std",
+)  # fmt: skip
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `x` over the True entries of `mask` (same shape); 0 when the mask is empty."""
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
+    """`1 - Var(returns - values) / Var(returns)` on flat tensors; NaN when the returns have no variance."""
+    var_returns = returns.var(correction=0)
+    if returns.numel() == 0 or var_returns.item() < 1e-12:
+        return float("nan")
+    return float(1.0 - (returns - values).var(correction=0) / var_returns)
+
+
+def q_statistics(op_values: torch.Tensor, op_mask: torch.Tensor, valid: torch.Tensor) -> tuple[float, float]:
+    """(q_spread, q_variance) of the stored per-op values over LEGAL ops, averaged over valid steps.
+
+    q_spread = max - min of Q(s, op) over legal ops; q_variance = population variance over legal ops. With one legal
+    op both are 0. Both near 0 everywhere means the critic ignores the op (esper_facts 5c: the value collapse).
+    Shapes: op_values `[E, T, 6]`, op_mask `[E, T, 6]` bool, valid `[E, T]` bool.
+    """
+    legal = op_mask.to(op_values.dtype)  # [E, T, 6]
+    count = legal.sum(-1).clamp_min(1.0)  # [E, T]
+    q_max = op_values.masked_fill(~op_mask, -math.inf).amax(-1)  # [E, T]
+    q_min = op_values.masked_fill(~op_mask, math.inf).amin(-1)  # [E, T]
+    spread = torch.where(op_mask.any(-1), q_max - q_min, torch.zeros_like(q_max))  # [E, T]
+    mean = (op_values * legal).sum(-1) / count  # [E, T]
+    variance = ((op_values - mean.unsqueeze(-1)).pow(2) * legal).sum(-1) / count  # [E, T]
+    return float(masked_mean(spread, valid)), float(masked_mean(variance, valid))
+
+
+def head_parameters(network: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Each head's own parameters, by module name: `<head>_head` (e.g. `op_head`, `blueprint_head`) or `heads.<head>`.
+
+    A head whose parameters cannot be found maps to an empty list (its gradient norm is reported as NaN).
+    """
+    out = {}
+    for head in HEAD_NAMES:
+        params: list[nn.Parameter] = []
+        for name, param in network.named_parameters():
+            if name.startswith(f"{head}_head.") or name.startswith(f"heads.{head}."):
+                params.append(param)
+        out[head] = params
+    return out
+
+
+def _grad_norm(params: list[nn.Parameter]) -> float:
+    """L2 norm of the gradients of `params`; NaN when there are none (no parameter, or no gradient reached them)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return float("nan")
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+
+class PPOUpdater:
+    """Owns the Adam optimizer (eps 1e-5) and runs PPO updates on `RolloutBatch`es.
+
+    Args:
+        policy: a `FactoredRecurrentActorCritic`, or anything with a `.network` attribute holding one (the bundle).
+        cfg: `PPOConfig`.
+    """
+
+    def __init__(self, policy: nn.Module, cfg: PPOConfig):
+        self.network = getattr(policy, "network", policy)
+        self.cfg = cfg
+        self.critic = getattr(self.network, "critic", "q_op")
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=cfg.lr, eps=ADAM_EPS)
+        self.head_params = head_parameters(self.network)
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def update(
+        self,
+        batch: RolloutBatch | RolloutBuffer,
+        advantages: torch.Tensor | None = None,
+        returns: torch.Tensor | None = None,
+    ) -> dict[str, float]:
+        """One PPO update; returns the metrics dict (keys in `METRIC_KEYS`).
+
+        Args:
+            batch: the rollout (`RolloutBuffer.batched()`, or the buffer itself), every field `[E, T, ...]`.
+            advantages, returns: `[E, T]`; when both are None they are computed here with `compute_gae` and
+                cfg.gamma / cfg.gae_lambda from the stored rewards, values, dones, truncations and bootstraps.
+        """
+        cfg = self.cfg
+        if isinstance(batch, RolloutBuffer):
+            batch = batch.batched()
+        if (advantages is None) != (returns is None):
+            raise ValueError("PPOUpdater.update: pass both advantages and returns, or neither")
+        if cfg.minibatches < 1 or cfg.minibatches > batch.num_envs:
+            raise ValueError(f"PPOUpdater.update: cfg.minibatches={cfg.minibatches} must be in [1, num_envs="
+                             f"{batch.num_envs}]: a minibatch is a set of whole env rows")
+        if advantages is None:
+            advantages, returns = compute_gae(batch.rewards, batch.values, batch.dones, batch.truncated,
+                                              batch.bootstrap_values, cfg.gamma, cfg.gae_lambda)  # [E, T] each
+        valid = batch.valid  # [E, T]
+
+        # Telemetry from what the rollout stored, before anything changes.
+        metrics: dict[str, float] = {}
+        metrics["explained_variance"] = explained_variance(batch.values[valid], returns[valid])
+        metrics["q_spread"], metrics["q_variance"] = q_statistics(batch.op_values, batch.masks["op"], valid)
+        adv_valid = advantages[valid]
+        adv_mean, adv_std = adv_valid.mean(), adv_valid.std(correction=0)
+        metrics["advantage_mean"], metrics["advantage_std"] = float(adv_mean), float(adv_std)
+        advantages = torch.where(valid, (advantages - adv_mean) / (adv_std + 1e-8), torch.zeros_like(advantages))
+
+        sums: dict[str, float] = defaultdict(float)  # running sums of per-minibatch metrics
+        counts: dict[str, float] = defaultdict(float)
+        epochs_completed, optimizer_steps, early_stopped, ratio_first = 0, 0, False, float("nan")
+        for epoch in range(cfg.epochs):
+            order = torch.randperm(batch.num_envs, device=valid.device)
+            for rows in order.tensor_split(cfg.minibatches):
+                mb = batch.rows(rows)
+                losses, stats = self._minibatch_losses(mb, advantages[rows], returns[rows])
+                if epoch == 0 and optimizer_steps == 0 and math.isnan(ratio_first):
+                    ratio_first = stats.pop("ratio_max_dev")
+                stats.pop("ratio_max_dev", None)
+                for key, (total, count) in stats.items():
+                    sums[key] += total
+                    counts[key] += count
+                for key in ("policy_loss", "value_loss", "entropy_loss", "q_aux_loss", "approx_kl"):
+                    sums[key] += float(losses[key])
+                    counts[key] += 1
+
+                # BUG-003: decide BEFORE the step; the step that would overshoot never happens.
+                if cfg.target_kl is not None and float(losses["approx_kl"]) > KL_EARLY_STOP_FACTOR * cfg.target_kl:
+                    early_stopped = True
+                    break
+
+                loss = (losses["policy_loss"] + cfg.value_coef * losses["value_loss"]
+                        + cfg.entropy_coef * losses["entropy_loss"] + cfg.q_aux_coef * losses["q_aux_loss"])
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"PPOUpdater.update: non-finite loss {float(loss)} "
+                                             f"({ {k: float(v) for k, v in losses.items()} })")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                for head in HEAD_NAMES:
+                    norm = _grad_norm(self.head_params[head])
+                    if not math.isnan(norm):
+                        sums[f"grad_norm_{head}"] += norm
+                        counts[f"grad_norm_{head}"] += 1
+                total_norm = nn.utils.clip_grad_norm_(self.network.parameters(), cfg.max_grad_norm)  # pre-clip
+                sums["grad_norm_total"] += float(total_norm)
+                counts["grad_norm_total"] += 1
+                self.optimizer.step()
+                optimizer_steps += 1
+            if early_stopped:
+                break
+            epochs_completed += 1
+
+        for key in ("policy_loss", "value_loss", "entropy_loss", "q_aux_loss", "approx_kl", "clip_fraction",
+                    "grad_norm_total", *(f"entropy_{h}" for h in HEAD_NAMES), *(f"grad_norm_{h}" for h in HEAD_NAMES)):
+            metrics[key] = sums[key] / counts[key] if counts[key] > 0 else float("nan")
+        metrics["epochs_completed"] = epochs_completed
+        metrics["optimizer_steps"] = optimizer_steps
+        metrics["early_stopped"] = early_stopped
+        metrics["ratio_first"] = ratio_first
+        return {key: metrics[key] for key in METRIC_KEYS}
+
+    def _minibatch_losses(
+        self, mb: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[float, float]]]:
+        """Re-run a minibatch of env rows and build the loss terms.
+
+        Args:
+            mb: `e` env rows, fields `[e, T, ...]`.
+            advantages: `[e, T]`, already normalised; returns: `[e, T]`.
+        Returns:
+            losses: policy_loss, value_loss, entropy_loss, q_aux_loss (graph attached) and approx_kl (detached).
+            stats: `{name: (sum, count)}` for entropy_<head> and clip_fraction, plus `ratio_max_dev`.
+        """
+        cfg = self.cfg
+        out = self.network.evaluate_actions(
+            mb.obs, mb.blueprint_indices, mb.actions, hidden=mb.initial_hidden, masks=mb.masks
+        )  # log_probs / entropy: {head: [e, T]}, value: [e, T]
+        valid = mb.valid  # [e, T]
+        relevant = {h: m & valid for h, m in causal_masks(mb.actions["op"]).items()}  # {head: [e, T] bool}
+        head_adv = per_head_advantages(advantages, mb.actions["op"])  # {head: [e, T]}
+
+        policy_loss = advantages.new_zeros(())
+        entropy_loss = advantages.new_zeros(())
+        kl_sum, kl_count = 0.0, 0.0
+        stats: dict[str, tuple[float, float]] = {}
+        clipped, clip_count, ratio_max_dev = 0.0, 0.0, 0.0
+        for head in HEAD_NAMES:
+            mask = relevant[head]  # [e, T]
+            log_ratio = (out.log_probs[head] - mb.log_probs[head]).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+            ratio = log_ratio.exp()  # [e, T]
+            surrogate = torch.min(ratio * head_adv[head],
+                                  ratio.clamp(1 - cfg.clip_ratio, 1 + cfg.clip_ratio) * head_adv[head])
+            policy_loss = policy_loss - masked_mean(surrogate, mask)
+            entropy_loss = entropy_loss - ENTROPY_COEF_PER_HEAD[head] * masked_mean(out.entropy[head], mask)
+            with torch.no_grad():
+                n = float(mask.sum())
+                kl_sum += float((((ratio - 1) - log_ratio) * mask).sum())  # (r - 1) - log r >= 0
+                kl_count += n
+                clipped += float((((ratio - 1).abs() > cfg.clip_ratio) & mask).sum())
+                clip_count += n
+                stats[f"entropy_{head}"] = (float((out.entropy[head] * mask).sum()), n)
+                if valid.any():
+                    ratio_max_dev = max(ratio_max_dev, float((ratio - 1).abs()[valid].max()))
+        stats["clip_fraction"] = (clipped, clip_count)
+        stats["ratio_max_dev"] = ratio_max_dev  # type: ignore[assignment]
+        # Weighting each head's mean KL by its causal fraction (weights summing to 1) is the pooled mean.
+        approx_kl = torch.tensor(kl_sum / kl_count if kl_count > 0 else 0.0)
+
+        value = out.value  # [e, T]
+        if cfg.clip_value:
+            value_clipped = mb.values + (value - mb.values).clamp(-cfg.value_clip, cfg.value_clip)
+            value_error = torch.max((value - returns).pow(2), (value_clipped - returns).pow(2))
+        else:
+            value_error = (value - returns).pow(2)
+        value_loss = 0.5 * masked_mean(value_error, valid)
+
+        q_aux_loss = advantages.new_zeros(())
+        if self.critic == "v":
+            q_taken = _q_of_stored_op(out)  # [e, T], on detached trunk features
+            q_aux_loss = 0.5 * masked_mean((q_taken - returns).pow(2), valid)
+
+        losses = dict(policy_loss=policy_loss, value_loss=value_loss, entropy_loss=entropy_loss,
+                      q_aux_loss=q_aux_loss, approx_kl=approx_kl)
+        return losses, stats
+
+
+def _q_of_stored_op(out) -> torch.Tensor:
+    """Q(s, stored op) `[e, T]` from an EvaluateOutput in critic mode 'v'."""
+    for name in ("q_value", "q_taken", "op_q_value"):
+        q = getattr(out, name, None)
+        if q is not None:
+            return q
+    raise AttributeError("critic 'v': evaluate_actions returned no Q(s, stored op) field (expected 'q_value')")
