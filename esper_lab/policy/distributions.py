@@ -6,7 +6,7 @@ gradient). The entropy is normalised by ln(number of legal actions), so it lies 
 exactly 0 when only one action is legal: an entropy bonus cannot push on a head that has no choice.
 
 The class works on any batch shape `[..., k]`; the network packs its eight heads into one padded `[B, T, 8, 13]`
-instance so that a rollout step pays for one log-softmax and one multinomial draw, not eight.
+instance so that a rollout step pays for one log-softmax and one random draw, not eight.
 
 Validation is always on, because it is what catches the bugs (empty masks from a broken lifecycle, NaN from a
 diverged network): one fused check, one host sync, per construction; the slow diagnosis runs only on failure.
@@ -80,10 +80,14 @@ class MaskedCategorical:
         return self.log_probs.exp()
 
     def sample(self) -> torch.Tensor:
-        """One draw per row: `[...]` int64. Illegal actions have probability exactly 0, so they are never drawn."""
-        k = self.log_probs.shape[-1]
-        flat = self.probs.reshape(-1, k)  # [N, k]
-        return torch.multinomial(flat, 1).reshape(self.log_probs.shape[:-1])  # [...]
+        """One draw per row: `[...]` int64, by the exponential race (Gumbel-max): argmax_i log p_i - log E_i with
+        E_i ~ Exp(1) picks i with probability p_i. One random draw for every row of every head at once.
+
+        E is clamped away from 0 (CPU exponential_ can return exactly 0, which would make any entry win), so the
+        noise term is at most ~69 and an illegal entry (log p ~ -1e4) can never be drawn.
+        """
+        noise = torch.empty_like(self.log_probs).exponential_().clamp_min_(1e-30).log_()  # [..., k]
+        return (self.log_probs - noise).argmax(-1)  # [...]
 
     def mode(self) -> torch.Tensor:
         """The most likely legal action per row: `[...]` int64."""

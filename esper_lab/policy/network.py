@@ -18,7 +18,7 @@ Critic modes (`critic=`), i.e. what `value` (the PPO baseline) means:
 `op_values` [.., 6] is Q(s, every op) in all three modes (telemetry, the dashboard's per-op values).
 
 All eight heads are packed into one padded `[B, T, 8, 13]` MaskedCategorical (padding = illegal), so a rollout step
-costs one log-softmax and one multinomial draw, and the rollout and update paths compute log-probs identically.
+costs one log-softmax and one random draw, and the rollout and update paths compute log-probs identically.
 """
 
 from __future__ import annotations
@@ -68,6 +68,10 @@ class BlueprintEmbedding(nn.Module):
             )
         rows = torch.where(indices == -1, self._null_idx, indices)  # [..., S]
         return self.embedding(rows)  # [..., S, embed_dim]
+
+    def table_weight(self) -> torch.Tensor:
+        """The whole table, detached: `[num_blueprints + 1, embed_dim]`, last row = the null (empty-slot) vector."""
+        return self.embedding.weight.detach()
 
 
 class ForwardOutput(NamedTuple):
@@ -313,7 +317,7 @@ class FactoredRecurrentActorCritic(nn.Module):
         lstm_out, hidden = self.encode(state, blueprint_indices, hidden)  # [B, T, H]
         dist = self._distribution(lstm_out, masks)  # [B, T, 8, 13]
         op_probs = dist.probs[..., OP, :NUM_OPS]  # [B, T, 6]
-        sampled_op = torch.multinomial(op_probs.reshape(-1, NUM_OPS), 1).reshape(op_probs.shape[:-1])  # [B, T]
+        sampled_op = dist.sample()[..., OP]  # [B, T]; the same draw get_action makes
         op_values = self.q_values(lstm_out)  # [B, T, 6]
         value = self._baseline(lstm_out, sampled_op, op_probs, op_values)  # [B, T]
         logits = {
@@ -431,8 +435,9 @@ class FactoredRecurrentActorCritic(nn.Module):
     def _check_inputs(self, state: torch.Tensor, blueprint_indices: torch.Tensor, hidden: Hidden | None) -> None:
         if state.dim() != 3 or state.shape[-1] != self.state_dim:
             raise ValueError(f"state must be [B, T, {self.state_dim}], got shape {tuple(state.shape)}")
-        if not state.is_floating_point():
-            raise ValueError(f"state must be a float tensor, got {state.dtype}")
+        weight_dtype = self.feature_net[0].weight.dtype
+        if state.dtype != weight_dtype:
+            raise ValueError(f"state must be a {weight_dtype} tensor like the weights, got {state.dtype}")
         B, T = state.shape[:2]
         if tuple(blueprint_indices.shape) != (B, T, self.num_slots):
             raise ValueError(

@@ -57,7 +57,7 @@ def compute_gae(
     last_gae = torch.zeros_like(rewards[:, 0])  # [E]
     for t in reversed(range(num_steps)):
         following = values[:, t + 1] if t + 1 < num_steps else bootstrap_values[:, t]  # [E]
-        next_value = torch.where(truncated[:, t], bootstrap_values[:, t].to(rewards.dtype), following.to(rewards.dtype))
+        next_value = torch.where(truncated[:, t], bootstrap_values[:, t], following).to(rewards.dtype)  # [E]
         next_value = next_value * (~terminal[:, t]).to(rewards.dtype)
         delta = rewards[:, t] + gamma * next_value - values[:, t]
         last_gae = delta + gamma * gae_lambda * (~episode_end[:, t]).to(rewards.dtype) * last_gae

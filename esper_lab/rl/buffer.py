@@ -50,7 +50,7 @@ class RolloutBatch:
     masks: dict[str, torch.Tensor]  # {head: [E, T, k] bool}
     hidden_h: torch.Tensor  # [E, T, layers, H] pre-step hidden
     hidden_c: torch.Tensor  # [E, T, layers, H]
-    valid: torch.Tensor  # [E, T] bool
+    valid: torch.Tensor  # [E, T] bool; all True here (every env stores every step), honoured by GAE users and PPO
     initial_hidden: tuple[torch.Tensor, torch.Tensor]  # (h0, c0), each [layers, E, H]
 
     @property
@@ -194,9 +194,9 @@ class RolloutBuffer:
         h, c = hidden
         for name, x, store in (("hidden h", h, self.hidden_h), ("hidden c", c, self.hidden_c)):
             if tuple(x.shape) != (L, E, H):
-                raise BufferSchemaError(f"RolloutBuffer.add: {name} has shape {tuple(x.shape)}, expected [layers, E, H] "
-                                        f"= {[L, E, H]}")
-            store[:, t] = x.detach().transpose(0, 1).to(store.device, store.dtype)  # [L, E, H] -> [E, L, H]
+                raise BufferSchemaError(f"RolloutBuffer.add: {name} has shape {tuple(x.shape)}, "
+                                        f"expected [layers, E, H] = {[L, E, H]}")
+            store[:, t] = x.detach().transpose(0, 1).to(store.device, store.dtype)  # [E, L, H]
         self.step += 1
 
     def _put(self, name: str, store: torch.Tensor, t: int, x: torch.Tensor, shape: tuple[int, ...]) -> None:

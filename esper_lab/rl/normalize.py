@@ -31,7 +31,9 @@ class RunningMeanStd:
         epsilon: added to the variance before the square root.
     """
 
-    def __init__(self, shape: tuple[int, ...] | int = (), clip: float = DEFAULT_CLIP, epsilon: float = DEFAULT_EPSILON):
+    def __init__(
+        self, shape: tuple[int, ...] | int = (), clip: float = DEFAULT_CLIP, epsilon: float = DEFAULT_EPSILON
+    ):
         self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
         self.clip = float(clip)
         self.epsilon = float(epsilon)
@@ -79,7 +81,8 @@ class RunningMeanStd:
 
     def _check(self, x: torch.Tensor, where: str) -> torch.Tensor:
         if x.dim() < len(self.shape) or tuple(x.shape[x.dim() - len(self.shape):]) != self.shape:
-            raise ValueError(f"RunningMeanStd.{where}: expected [..., {', '.join(map(str, self.shape))}], got {tuple(x.shape)}")
+            expected = ", ".join(["...", *map(str, self.shape)])
+            raise ValueError(f"RunningMeanStd.{where}: expected [{expected}], got {tuple(x.shape)}")
         return x
 
 
@@ -101,7 +104,9 @@ class RewardNormalizer:
         self.clip = float(clip)
         self.return_stats = RunningMeanStd((), clip=clip, epsilon=epsilon)
 
-    def update(self, rewards: torch.Tensor, dones: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> None:
+    def update(
+        self, rewards: torch.Tensor, dones: torch.Tensor | None = None, valid: torch.Tensor | None = None
+    ) -> None:
         """Merge the discounted returns of RAW rewards `[E, T]` (or `[T]`); `dones`/`valid` bool of the same shape."""
         rewards = rewards.detach().to(torch.float64)
         if rewards.dim() == 1:

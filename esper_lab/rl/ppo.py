@@ -16,6 +16,18 @@ One call, `PPOUpdater(policy, cfg).update(batch)`, reads top to bottom:
 
 Advantages are normalised once over the whole batch rather than per minibatch: a minibatch is only a few episodes
 here, and per-minibatch statistics of so few rows are noisy.
+
+Metrics (`METRIC_KEYS`, one flat dict of floats / ints / bools per update):
+- losses and approx_kl: means over every minibatch EVALUATED (the one that tripped the KL stop included);
+  q_aux_loss is 0.0 outside critic 'v';
+- entropy_<head> and clip_fraction: pooled over the (head, step) pairs where the head mattered; NaN for a head that
+  never mattered in this batch;
+- grad_norm_<head> (this head's own parameters) and grad_norm_total (all parameters, before clipping): means over
+  the optimizer steps taken; NaN when no step was taken or the head has no parameters / no gradient;
+- explained_variance, q_spread, q_variance, advantage_mean / advantage_std: from the stored rollout, before the
+  update (EV is NaN when the returns have no variance);
+- epochs_completed (epochs run to their end), optimizer_steps, early_stopped, and ratio_first = max |ratio - 1|
+  over every head and valid step of the first minibatch of the first epoch (~1e-7: the re-evaluation is exact).
 """
 
 from __future__ import annotations
@@ -172,17 +184,16 @@ class PPOUpdater:
         epochs_completed, optimizer_steps, early_stopped, ratio_first = 0, 0, False, float("nan")
         for epoch in range(cfg.epochs):
             order = torch.randperm(batch.num_envs, device=valid.device)
-            for rows in order.tensor_split(cfg.minibatches):
+            for index, rows in enumerate(order.tensor_split(cfg.minibatches)):  # whole env rows
                 mb = batch.rows(rows)
-                losses, stats = self._minibatch_losses(mb, advantages[rows], returns[rows])
-                if epoch == 0 and optimizer_steps == 0 and math.isnan(ratio_first):
-                    ratio_first = stats.pop("ratio_max_dev")
-                stats.pop("ratio_max_dev", None)
+                losses, stats, ratio_dev = self._minibatch_losses(mb, advantages[rows], returns[rows])
+                if epoch == 0 and index == 0:
+                    ratio_first = ratio_dev  # nothing has changed yet: must be ~0
                 for key, (total, count) in stats.items():
                     sums[key] += total
                     counts[key] += count
                 for key in ("policy_loss", "value_loss", "entropy_loss", "q_aux_loss", "approx_kl"):
-                    sums[key] += float(losses[key])
+                    sums[key] += float(losses[key].detach())
                     counts[key] += 1
 
                 # BUG-003: decide BEFORE the step; the step that would overshoot never happens.
@@ -192,37 +203,42 @@ class PPOUpdater:
 
                 loss = (losses["policy_loss"] + cfg.value_coef * losses["value_loss"]
                         + cfg.entropy_coef * losses["entropy_loss"] + cfg.q_aux_coef * losses["q_aux_loss"])
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"PPOUpdater.update: non-finite loss {float(loss)} "
-                                             f"({ {k: float(v) for k, v in losses.items()} })")
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                for head in HEAD_NAMES:
-                    norm = _grad_norm(self.head_params[head])
+                for key, norm in self._step(loss, losses).items():
                     if not math.isnan(norm):
-                        sums[f"grad_norm_{head}"] += norm
-                        counts[f"grad_norm_{head}"] += 1
-                total_norm = nn.utils.clip_grad_norm_(self.network.parameters(), cfg.max_grad_norm)  # pre-clip
-                sums["grad_norm_total"] += float(total_norm)
-                counts["grad_norm_total"] += 1
-                self.optimizer.step()
+                        sums[key] += norm
+                        counts[key] += 1
                 optimizer_steps += 1
             if early_stopped:
                 break
             epochs_completed += 1
 
-        for key in ("policy_loss", "value_loss", "entropy_loss", "q_aux_loss", "approx_kl", "clip_fraction",
-                    "grad_norm_total", *(f"entropy_{h}" for h in HEAD_NAMES), *(f"grad_norm_{h}" for h in HEAD_NAMES)):
-            metrics[key] = sums[key] / counts[key] if counts[key] > 0 else float("nan")
         metrics["epochs_completed"] = epochs_completed
         metrics["optimizer_steps"] = optimizer_steps
         metrics["early_stopped"] = early_stopped
         metrics["ratio_first"] = ratio_first
+        for key in METRIC_KEYS:  # the rest are means of per-minibatch (or per-step) sums
+            if key not in metrics:
+                metrics[key] = sums[key] / counts[key] if counts[key] > 0 else float("nan")
         return {key: metrics[key] for key in METRIC_KEYS}
+
+    def _step(self, loss: torch.Tensor, losses: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Backward, gradient norms (per head, then the pre-clip total), global clip, Adam step.
+
+        Returns `{grad_norm_<head>: float (NaN if the head has no gradient), grad_norm_total: float}`.
+        """
+        if not torch.isfinite(loss):
+            parts = {k: float(v.detach()) for k, v in losses.items()}
+            raise FloatingPointError(f"PPOUpdater: non-finite loss {float(loss.detach())} from {parts}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norms = {f"grad_norm_{head}": _grad_norm(self.head_params[head]) for head in HEAD_NAMES}
+        norms["grad_norm_total"] = float(nn.utils.clip_grad_norm_(self.network.parameters(), self.cfg.max_grad_norm))
+        self.optimizer.step()
+        return norms
 
     def _minibatch_losses(
         self, mb: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor
-    ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[float, float]]]:
+    ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[float, float]], float]:
         """Re-run a minibatch of env rows and build the loss terms.
 
         Args:
@@ -230,7 +246,8 @@ class PPOUpdater:
             advantages: `[e, T]`, already normalised; returns: `[e, T]`.
         Returns:
             losses: policy_loss, value_loss, entropy_loss, q_aux_loss (graph attached) and approx_kl (detached).
-            stats: `{name: (sum, count)}` for entropy_<head> and clip_fraction, plus `ratio_max_dev`.
+            stats: `{name: (sum, count)}` for entropy_<head> and clip_fraction.
+            ratio_dev: max |ratio - 1| over every head and valid step (0 before any step: the stored data is exact).
         """
         cfg = self.cfg
         out = self.network.evaluate_actions(
@@ -263,7 +280,6 @@ class PPOUpdater:
                 if valid.any():
                     ratio_max_dev = max(ratio_max_dev, float((ratio - 1).abs()[valid].max()))
         stats["clip_fraction"] = (clipped, clip_count)
-        stats["ratio_max_dev"] = ratio_max_dev  # type: ignore[assignment]
         # Weighting each head's mean KL by its causal fraction (weights summing to 1) is the pooled mean.
         approx_kl = torch.tensor(kl_sum / kl_count if kl_count > 0 else 0.0)
 
@@ -277,18 +293,9 @@ class PPOUpdater:
 
         q_aux_loss = advantages.new_zeros(())
         if self.critic == "v":
-            q_taken = _q_of_stored_op(out)  # [e, T], on detached trunk features
-            q_aux_loss = 0.5 * masked_mean((q_taken - returns).pow(2), valid)
+            # Q(s, stored op) on DETACHED trunk features: this loss moves the Q head only (esper_facts 5b).
+            q_aux_loss = 0.5 * masked_mean((out.q_value - returns).pow(2), valid)
 
         losses = dict(policy_loss=policy_loss, value_loss=value_loss, entropy_loss=entropy_loss,
                       q_aux_loss=q_aux_loss, approx_kl=approx_kl)
-        return losses, stats
-
-
-def _q_of_stored_op(out) -> torch.Tensor:
-    """Q(s, stored op) `[e, T]` from an EvaluateOutput in critic mode 'v'."""
-    for name in ("q_value", "q_taken", "op_q_value"):
-        q = getattr(out, name, None)
-        if q is not None:
-            return q
-    raise AttributeError("critic 'v': evaluate_actions returned no Q(s, stored op) field (expected 'q_value')")
+        return losses, stats, ratio_max_dev

@@ -47,6 +47,8 @@ class Rollout:
     """What one rollout produced besides the buffer."""
 
     raw_obs: torch.Tensor  # [E*T, D] un-normalised, for the normaliser update
+    raw_rewards: torch.Tensor  # [E, T] un-normalised, for the reward normaliser update
+    dones: torch.Tensor  # [E, T]
     episode_returns: torch.Tensor  # [E] raw (un-normalised) return
     final_infos: list[dict[str, Any]]
     op_counts: torch.Tensor  # [NUM_OPS]
@@ -88,7 +90,7 @@ class Trainer:
         hidden = self.bundle.initial_hidden(E)
         returns = torch.zeros(E)
         op_counts = torch.zeros(len(LifecycleOp), dtype=torch.long)
-        raw_obs, events, infos, illegal = [], [], [], 0
+        raw_obs, raw_rewards, dones, events, infos, illegal = [], [], [], [], [], 0
         env_s = policy_s = 0.0
         for t in range(T):
             t0 = time.perf_counter()
@@ -109,7 +111,7 @@ class Trainer:
                 log_probs=result.log_probs,
                 value=result.value,
                 op_values=result.op_values,
-                reward=self.reward_norm(rewards, done),
+                reward=self.reward_norm.normalize(rewards),  # frozen statistics during the rollout
                 done=done,
                 truncated=truncated,
                 masks=masks,
@@ -117,6 +119,8 @@ class Trainer:
             )
             hidden = result.hidden  # carried; never reset before the bootstrap (B11-DRL-01)
             returns += rewards
+            raw_rewards.append(rewards)
+            dones.append(done)
             op_counts += torch.bincount(actions[:, HEAD_NAMES.index("op")], minlength=len(LifecycleOp))
             illegal += sum(bool(info.get("illegal")) for info in infos)
             events += [{"kind": "transition", "update": self.update_idx + 1, "env": i, **ev}
@@ -126,7 +130,8 @@ class Trainer:
             env_s += t2 - t1
             policy_s += (t1 - t0) + (time.perf_counter() - t2)
         self._bootstrap(reports, hidden, truncated)
-        return Rollout(torch.cat(raw_obs), returns, infos, op_counts, illegal, events, env_s, policy_s)
+        return Rollout(torch.cat(raw_obs), torch.stack(raw_rewards, 1), torch.stack(dones, 1), returns, infos,
+                       op_counts, illegal, events, env_s, policy_s)
 
     def _bootstrap(self, reports: list, hidden: tuple[torch.Tensor, torch.Tensor], truncated: torch.Tensor) -> None:
         """Value of the POST-action state with the carried hidden state, `get_action(deterministic=True)`."""
@@ -144,6 +149,7 @@ class Trainer:
         rollout = self.collect(trace=snapshot_now)
         rollout_s = time.perf_counter() - start
         self.obs_norm.update(rollout.raw_obs)  # just before the update, never during the rollout
+        self.reward_norm.update(rollout.raw_rewards, rollout.dones)
         t0 = time.perf_counter()
         ppo_metrics = self.updater.update(self.buffer)
         update_s = time.perf_counter() - t0
