@@ -114,15 +114,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from esper_lab.evaluate import evaluate_policies, format_table
     from esper_lab.policy.trained import load_trained_policy
 
-    policies: dict[str, Any] = {}
+    policies: list[Any] = []
     names = BASELINE_NAMES if args.policy == "all" else (() if args.policy == "none" else (args.policy,))
     world = preset(args.preset).world
     if args.checkpoint is not None:
         trained, world = load_trained_policy(args.checkpoint, deterministic=args.deterministic)
-        policies["trained"] = trained
+        policies.append(trained)
     if not names and not policies:
         raise SystemExit("esper-lab evaluate: nothing to evaluate (--policy none needs --checkpoint)")
-    policies.update({name: name for name in names})
+    policies += list(names)
     results = evaluate_policies(policies, world, episodes=args.episodes, seed=args.seed)
     print(format_table(results))
     if args.json:

@@ -17,8 +17,9 @@ from esper_lab.runs import load_checkpoint
 class TrainedPolicy:
     """Acts with a trained bundle: normalises features with the checkpoint's statistics and carries the LSTM state."""
 
-    def __init__(self, bundle: LSTMPolicyBundle, obs_norm: RunningMeanStd, *, deterministic: bool = False):
-        self.bundle, self.obs_norm, self.deterministic = bundle, obs_norm, deterministic
+    def __init__(self, bundle: LSTMPolicyBundle, obs_norm: RunningMeanStd, *, deterministic: bool = False,
+                 name: str = "trained"):
+        self.bundle, self.obs_norm, self.deterministic, self.name = bundle, obs_norm, deterministic, name
         self.hidden: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def reset(self, num_envs: int) -> None:

@@ -91,11 +91,10 @@ def tick_records(reports: list, update: int, epoch: int) -> list[dict[str, Any]]
     rows = []
     for env_idx, report in enumerate(reports):
         for slot in report.slots:
-            if slot.stage is None:
+            if slot is None:  # an empty slot has no report
                 continue
             rows.append({
                 "kind": "tick", "update": update, "env": env_idx, "slot": slot.slot_id, "epoch": epoch,
-                "stage": slot.stage.name, "blueprint": BlueprintAction(slot.blueprint_index).name,
-                "alpha": float(slot.alpha),
+                "stage": slot.stage.name, "blueprint": slot.blueprint.name, "alpha": float(slot.alpha),
             })
     return rows

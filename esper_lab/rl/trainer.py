@@ -28,9 +28,10 @@ from esper_lab.rl import probes
 from esper_lab.rl.buffer import RolloutBuffer
 from esper_lab.rl.normalize import RewardNormalizer, RunningMeanStd
 from esper_lab.rl.ppo import PPOUpdater
-from esper_lab.runs import METRIC_KEYS, OP_NAMES, RunWriter, load_checkpoint
+from esper_lab.runs import METRIC_KEYS, OP_NAMES, RunWriter, atomic_write, dumps, load_checkpoint
 
 NUM_SLOTS = 3
+BASELINES = ("heuristic", "random", "wait")  # reference lines of the dashboard's return chart (baselines.json)
 
 
 class StopRequested(Exception):
@@ -235,11 +236,11 @@ class Trainer:
     def _write_baselines(self) -> None:
         if self.writer is None or (self.writer.dir / "baselines.json").exists():
             return
-        from esper_lab.evaluate import baseline_reference
+        from esper_lab.evaluate import evaluate_policies
 
-        from esper_lab.runs import atomic_write, dumps
-
-        ref = baseline_reference(self.cfg.world, episodes=self.cfg.num_envs, seed=self.cfg.seed)
+        results = evaluate_policies(BASELINES, self.cfg.world, episodes=self.cfg.num_envs, seed=self.cfg.seed)
+        ref = {name: {"episode_return": r["return_mean"], "val_acc": r["final_val_acc_mean"]}
+               for name, r in results.items()}
         atomic_write(self.writer.dir / "baselines.json", dumps(ref))
 
     # --- checkpoints --------------------------------------------------------------------------------------------
