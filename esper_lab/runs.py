@@ -154,7 +154,10 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise CheckpointError(f"{path} is not a readable esper_lab checkpoint (corrupt or foreign file): {exc}") from exc
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in reason:  # torch's advice to load unsafely is not ours to give
+            reason = "it holds objects a weights-only load refuses"
+        raise CheckpointError(f"{path} is not a readable esper_lab checkpoint (corrupt or foreign file: {reason})") from exc
     if not isinstance(payload, dict) or payload.get("schema") != CHECKPOINT_SCHEMA:
         found = payload.get("schema") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: expected checkpoint schema {CHECKPOINT_SCHEMA!r}, found {found!r}")
