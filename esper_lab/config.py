@@ -36,6 +36,10 @@ class WorldConfig:
     """Seeds an episode may germinate in total (None = unlimited)."""
     data_seed: int = 0
     """Seed of the fixed stratified train/validation split."""
+    interactions: bool = True
+    """Measure pairwise seed interactions (extra counterfactual passes) for the synergy term and the features."""
+    env_threads: int = 1
+    """torch threads while a world trains and validates (its ops are tiny: extra threads only add waiting)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """Contribution-reward constants."""
 

@@ -1,0 +1,1 @@
+"""Pure figure builders: parsed run data in, plotly Figure out (no Streamlit, no file access)."""

@@ -1,0 +1,515 @@
+"""The morphogenetic world: one host CNN training on digits, with three seed slots.
+
+`World` is the plain-Python world the vector env steps; `MorphoEnv` wraps one as a `gymnasium.Env`.
+
+One episode = `max_epochs` steps. The order inside the world is Esper's (esper_facts section 8): for each epoch,
+train the host and its seeds, validate, measure counterfactuals, let the policy see it, execute its lifecycle action,
+compute the reward, tick the slots. The gym step boundary falls after the tick, so:
+
+    reset()   fresh host, empty slots; train + validate epoch 1                  -> report of epoch 1
+    step(a)   execute `a` on what the policy saw; reward; tick the slots;
+              then (unless this was the last step) train + validate the next epoch -> report
+
+The policy therefore always acts on the freshest validation, the bootstrap state after the last step is the
+post-tick state (Esper's BUG-022), and the final step's terminal reward uses the last epoch's accuracy.
+
+Determinism: each world owns a `torch.Generator` seeded with the episode seed (data order, and through
+`torch.random.fork_rng` the initial weights of the host and of every seed). The global torch RNG is neither read nor
+changed, so the same seed gives the same episode whatever else the process does.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from gymnasium import spaces
+
+from esper_lab.actions import (
+    ALPHA_SPEED_TICKS,
+    ALPHA_TARGET_VALUES,
+    BLUEPRINT_NULL_INDEX,
+    CNN_BLUEPRINTS,
+    DEFAULT_SLOT_IDS,
+    HEAD_NAMES,
+    NUM_HEADS,
+    STYLE_DECODE,
+    TEMPO_EPOCHS,
+    AlphaSpeedAction,
+    AlphaTargetAction,
+    BlueprintAction,
+    GerminationStyle,
+    LifecycleOp,
+    SeedStage,
+    SlotView,
+    TempoAction,
+    compute_action_masks,
+    head_sizes,
+    is_op_legal_for_slot,
+)
+from esper_lab.config import WorldConfig
+from esper_lab.env.blueprints import make_seed
+from esper_lab.env.data import load_digits_data
+from esper_lab.env.host import make_host, param_count
+from esper_lab.env.reward import RewardBreakdown, StepOutcome, compute_reward
+from esper_lab.env.slot import COUNTERFACTUAL_STAGES, LIVE_STAGES, FORWARD_STAGES, SeedSlot, SlotReport, decode_curve
+from esper_lab import features
+
+PLATEAU_DELTA = 0.5  # an epoch that improves validation accuracy by less than this (pp) extends the plateau
+STABILIZE_WINDOW = 3  # host_stabilized: relative val-loss improvement over this many epochs...
+STABILIZE_THRESHOLD = 0.03  # ...below 3% (latched once reached)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` torch threads, then restore the previous count (switching costs ~1 us)."""
+    previous = torch.get_num_threads()
+    if n == previous:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@dataclass(frozen=True)
+class WorldReport:
+    """An immutable snapshot of one world as the policy sees it; `features.py` turns it into numbers."""
+
+    epoch: int
+    """Host epochs trained so far (1 after reset, `max_epochs` at the end)."""
+    max_epochs: int
+    val_loss: float
+    val_acc: float
+    """Validation accuracy, percent."""
+    prev_val_loss: float
+    prev_val_acc: float
+    train_loss: float
+    loss_history: tuple[float, ...]
+    """Validation losses of the (up to 5) epochs before this one, oldest first."""
+    acc_history: tuple[float, ...]
+    best_acc: float
+    best_loss: float
+    plateau_epochs: int
+    host_stabilized: bool
+    host_params: int
+    seed_params: int
+    """Parameters of the seeds present (live or fossilized)."""
+    slots: tuple[SlotReport | None, ...]
+    last_action_success: bool
+    last_op: LifecycleOp
+    seeds_germinated: int
+    max_seeds: int | None
+
+    @property
+    def num_slots(self) -> int:
+        return len(self.slots)
+
+    def slot_views(self) -> tuple[SlotView, ...]:
+        """What the masks need, per slot."""
+        return tuple(
+            SlotView(stage=None) if s is None else SlotView(stage=s.stage, alpha_mode=s.alpha_mode, seed_age=s.seed_age)
+            for s in self.slots
+        )
+
+    def action_masks(self) -> dict[str, torch.Tensor]:
+        """Legal-action masks `{head: bool [k]}` (`actions.compute_action_masks`)."""
+        return compute_action_masks(self.slot_views(), max_seeds=self.max_seeds, seeds_used=self.seeds_germinated)
+
+    def can_execute(self, op: LifecycleOp, slot: int) -> bool:
+        """Whether `op` on `slot` is legal (executes as itself rather than as WAIT)."""
+        can_germinate = self.max_seeds is None or self.seeds_germinated < self.max_seeds
+        return is_op_legal_for_slot(LifecycleOp(op), self.slot_views()[slot], can_germinate=can_germinate)
+
+
+@dataclass(frozen=True)
+class Action:
+    """One factored action, decoded from the 8 head values in `HEAD_NAMES` order."""
+
+    slot: int
+    blueprint: int
+    style: int
+    tempo: int
+    alpha_target: int
+    alpha_speed: int
+    alpha_curve: int
+    op: int
+
+    @classmethod
+    def from_heads(cls, values: Sequence[int], num_slots: int) -> "Action":
+        """Raises ValueError for a wrong length or a value outside its head's range (a bug, not an illegal move)."""
+        values = [int(v) for v in values]
+        if len(values) != NUM_HEADS:
+            raise ValueError(f"an action has {NUM_HEADS} heads {HEAD_NAMES}, got {len(values)} values")
+        sizes = head_sizes(num_slots)
+        for name, value in zip(HEAD_NAMES, values):
+            if not 0 <= value < sizes[name]:
+                raise ValueError(f"action head {name!r} = {value} out of range [0, {sizes[name]})")
+        return cls(*values)
+
+
+class World:
+    """One host and its slots. `reset(seed)`, then `step(action)` `max_epochs` times."""
+
+    def __init__(self, cfg: WorldConfig):
+        self.cfg = cfg
+        self.data = load_digits_data(cfg.data_seed)
+        self.host: nn.Module | None = None
+        self.slots: list[SeedSlot] = []
+        self.timings: dict[str, float] = {}
+
+    # -- episode start -------------------------------------------------------------------------------------------
+
+    def reset(self, seed: int) -> WorldReport:
+        """Fresh host and empty slots for the episode `seed`; trains and validates epoch 1."""
+        with torch_threads(self.cfg.env_threads):
+            return self._reset(seed)
+
+    def _reset(self, seed: int) -> WorldReport:
+        self.seed = int(seed)
+        self.gen = torch.Generator().manual_seed(self.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._draw_seed())
+            self.host = make_host(self.cfg.host)
+        channels = self.host.injection_shape(DEFAULT_SLOT_IDS[0])[0]
+        self.slots = [SeedSlot(slot_id, channels) for slot_id in DEFAULT_SLOT_IDS]
+        self.slot_map = dict(zip(DEFAULT_SLOT_IDS, self.slots))
+        self.optimizer = torch.optim.Adam(self.host.parameters(), lr=self.cfg.host_lr, fused=True)
+        self.seed_params_by_slot: dict[int, list[nn.Parameter]] = {}
+        self.host_params = param_count(self.host)
+        self.epoch, self.done = 0, False
+        self.val_losses: list[float] = []
+        self.val_accs: list[float] = []
+        self.best_acc, self.best_loss = 0.0, float("inf")
+        self.plateau_epochs, self.host_stabilized = 0, False
+        self.last_action_success, self.last_op = True, LifecycleOp.WAIT
+        self.seeds_germinated = self.seeds_pruned = self.illegal_actions = 0
+        self.episode_return = 0.0
+        self._run_epoch()
+        return self.report()
+
+    def _draw_seed(self) -> int:
+        return int(torch.randint(0, 2**62, (1,), generator=self.gen))
+
+    # -- one step -------------------------------------------------------------------------------------------------
+
+    def step(self, values: Sequence[int]) -> tuple[float, bool, dict[str, Any]]:
+        """Execute one action, reward it, tick, train the next epoch. Returns `(reward, truncated, info)`."""
+        with torch_threads(self.cfg.env_threads):
+            return self._step(values)
+
+    def _step(self, values: Sequence[int]) -> tuple[float, bool, dict[str, Any]]:
+        if self.host is None:
+            raise RuntimeError("World.step called before reset()")
+        if self.done:
+            raise RuntimeError(f"World.step after the episode ended (epoch {self.epoch} of {self.cfg.max_epochs}); "
+                               "call reset()")
+        action = Action.from_heads(values, len(self.slots))
+        before = self.slot_reports()
+        requested = LifecycleOp(action.op)
+        legal = self._is_legal(action)
+        executed = requested if legal else LifecycleOp.WAIT
+        succeeded = self._execute(action) if legal else False
+        events = self._collect_events()
+        for slot in self.slots:
+            slot.step_epoch()
+        events += self._collect_events()
+        terminal = self.epoch >= self.cfg.max_epochs
+        outcome = StepOutcome(
+            requested_op=requested, executed_op=executed, slot=action.slot, succeeded=succeeded,
+            val_acc=self.val_accs[-1], acc_delta=self.val_accs[-1] - self._prev(self.val_accs),
+            before=before, after=self.slot_reports(), host_params=self.host_params, terminal=terminal,
+        )
+        terms = compute_reward(outcome, self.cfg.reward)
+        self.last_action_success = succeeded
+        self.last_op = requested
+        self.illegal_actions += int(not legal)
+        self.episode_return += terms.total
+        info = self._step_info(action, requested, executed, legal, succeeded, terms, events)
+        self.done = terminal
+        if terminal:
+            info["episode"] = self.summary()
+        else:
+            self._run_epoch()
+        return terms.total, terminal, info
+
+    def _is_legal(self, a: Action) -> bool:
+        op = LifecycleOp(a.op)
+        if op == LifecycleOp.GERMINATE and BlueprintAction(a.blueprint) not in CNN_BLUEPRINTS:
+            return False
+        can_germinate = self.cfg.max_seeds is None or self.seeds_germinated < self.cfg.max_seeds
+        return is_op_legal_for_slot(op, self.slots[a.slot].view(), can_germinate=can_germinate)
+
+    def _execute(self, a: Action) -> bool:
+        """Run a legal action. Returns whether it changed the world (False when a gate held the seed)."""
+        op, slot = LifecycleOp(a.op), self.slots[a.slot]
+        if op == LifecycleOp.WAIT:
+            return True
+        if op == LifecycleOp.GERMINATE:
+            self._germinate(a, slot)
+            return True
+        if op == LifecycleOp.ADVANCE:
+            return slot.advance()
+        if op == LifecycleOp.FOSSILIZE:
+            return slot.fossilize()
+        curve, steepness = decode_curve(a.alpha_curve)
+        ticks = ALPHA_SPEED_TICKS[AlphaSpeedAction(a.alpha_speed)]
+        if op == LifecycleOp.PRUNE:
+            slot.prune(ticks, curve, steepness)
+            self.seeds_pruned += 1
+            return True
+        blend_op = STYLE_DECODE[GerminationStyle(a.style)][1]
+        slot.set_alpha_target(ALPHA_TARGET_VALUES[AlphaTargetAction(a.alpha_target)], ticks, curve, steepness, blend_op)
+        return True
+
+    def _germinate(self, a: Action, slot: SeedSlot) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._draw_seed())
+            seed = make_seed(a.blueprint, slot.channels)
+            gate = nn.Linear(slot.channels, 1)
+        slot.germinate(
+            seed, gate, GerminationStyle(a.style), TEMPO_EPOCHS[TempoAction(a.tempo)],
+            ALPHA_TARGET_VALUES[AlphaTargetAction(a.alpha_target)], acc_at_germination=self.val_accs[-1],
+        )
+        params = [*seed.parameters(), *gate.parameters()]
+        self.optimizer.param_groups[0]["params"].extend(params)  # one group: one fused Adam call per minibatch
+        self.seed_params_by_slot[a.slot] = params
+        self.seeds_germinated += 1
+
+    def _collect_events(self) -> list[dict]:
+        """Lifecycle events since the last call, stamped with the epoch; frees the optimizer state of cleared
+        slots."""
+        events = []
+        for i, slot in enumerate(self.slots):
+            for event in slot.pop_events():
+                events.append({**event, "epoch": self.epoch})
+                if event["to"] == SeedStage.DORMANT.name:
+                    self._drop_seed_params(i)
+        return events
+
+    def _drop_seed_params(self, slot_index: int) -> None:
+        """Remove a cleared seed's parameters and Adam state from the optimizer."""
+        gone = {id(p) for p in self.seed_params_by_slot.pop(slot_index)}
+        group = self.optimizer.param_groups[0]
+        group["params"] = [p for p in group["params"] if id(p) not in gone]
+        for p in [p for p in self.optimizer.state if id(p) in gone]:
+            del self.optimizer.state[p]
+
+    def _step_info(self, a, requested, executed, legal, succeeded, terms: RewardBreakdown, events) -> dict:
+        return {
+            "epoch": self.epoch,
+            "val_acc": self.val_accs[-1],
+            "val_loss": self.val_losses[-1],
+            "op": requested.name,
+            "slot": a.slot,
+            "executed_op": executed.name,
+            "illegal": not legal,
+            "success": succeeded,
+            "reward_terms": terms.as_dict(),
+            "events": events,
+        }
+
+    # -- one host epoch -------------------------------------------------------------------------------------------
+
+    def _run_epoch(self) -> None:
+        """Train one epoch, validate, measure counterfactuals, update the signal history."""
+        t0, c0 = time.perf_counter(), time.thread_time()
+        train_loss = self._train_epoch()
+        t1, c1 = time.perf_counter(), time.thread_time()
+        val_loss, val_acc = self._validate()
+        t2, c2 = time.perf_counter(), time.thread_time()
+        self.timings = {"train_ms": (t1 - t0) * 1e3, "validate_ms": (t2 - t1) * 1e3,  # wall clock
+                        "train_cpu_ms": (c1 - c0) * 1e3, "validate_cpu_ms": (c2 - c1) * 1e3}  # this thread's CPU
+        self.epoch += 1
+        self._record_signals(train_loss, val_loss, val_acc)
+
+    def _train_epoch(self) -> float:
+        """One pass over the shuffled training set; returns the mean training loss."""
+        x, y = self.data.x_train, self.data.y_train
+        perm = torch.randperm(len(y), generator=self.gen)
+        x, y = x[perm], y[perm]  # [N, 1, 8, 8], [N]
+        wired = {s.slot_id: s for s in self.slots if s.stage in FORWARD_STAGES}  # empty slots cost nothing
+        bs, total = self.cfg.host_batch_size, torch.zeros(())
+        for i in range(0, len(y), bs):
+            loss = F.cross_entropy(self.host(x[i:i + bs], wired), y[i:i + bs])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach() * len(y[i:i + bs])
+        self._record_gradients()
+        return total.item() / len(y)
+
+    def _record_gradients(self) -> None:
+        """Seed gradient norms of the epoch's last minibatch."""
+        for slot in self.slots:
+            if slot.seed is None or slot.stage not in FORWARD_STAGES:
+                continue
+            grads = [p.grad for p in slot.seed.parameters() if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else 0.0
+            slot.record_gradient(float(norm))
+
+    @torch.inference_mode()
+    def _validate(self) -> tuple[float, float]:
+        """Validation loss and accuracy (percent); counterfactual contributions and pairwise interactions of every
+        seed from BLENDING on (accuracy with the seed minus accuracy with its alpha forced to 0)."""
+        x, y = self.data.x_val, self.data.y_val
+        logits = self.host(x, self.slot_map)  # [N_val, 10]
+        loss, acc = F.cross_entropy(logits, y).item(), _accuracy(logits, y)
+        measured = [s.slot_id for s in self.slots if s.stage in COUNTERFACTUAL_STAGES]
+        without = {frozenset({sid}): _accuracy(self.host(x, self.slot_map, skip={sid}), y) for sid in measured}
+        for sid in measured:
+            self.slot_map[sid].record_counterfactual(acc - without[frozenset({sid})])
+        if self.cfg.interactions:
+            pairs = {frozenset({a, b}) for a in measured for b in measured if a != b}
+            without.update({p: _accuracy(self.host(x, self.slot_map, skip=p), y) for p in pairs})
+        for sid in measured:
+            others = [o for o in measured if o != sid] if self.cfg.interactions else []
+            self.slot_map[sid].interaction_sum = sum(
+                acc - without[frozenset({sid})] - without[frozenset({o})] + without[frozenset({sid, o})] for o in others
+            )
+        return loss, acc
+
+    def _record_signals(self, train_loss: float, val_loss: float, val_acc: float) -> None:
+        prev_acc = self._prev(self.val_accs)
+        self.train_loss = train_loss
+        self.val_losses.append(val_loss)
+        self.val_accs.append(val_acc)
+        self.plateau_epochs = self.plateau_epochs + 1 if val_acc - prev_acc < PLATEAU_DELTA else 0
+        self.best_acc, self.best_loss = max(self.best_acc, val_acc), min(self.best_loss, val_loss)
+        if len(self.val_losses) > STABILIZE_WINDOW and not self.host_stabilized:
+            old = self.val_losses[-1 - STABILIZE_WINDOW]
+            self.host_stabilized = (old - val_loss) / max(old, 1e-8) < STABILIZE_THRESHOLD
+
+    @staticmethod
+    def _prev(values: list[float]) -> float:
+        return values[-2] if len(values) > 1 else values[-1] if values else 0.0
+
+    # -- what others read -----------------------------------------------------------------------------------------
+
+    def slot_reports(self) -> tuple[SlotReport | None, ...]:
+        return tuple(slot.report() for slot in self.slots)
+
+    def report(self) -> WorldReport:
+        """The snapshot the policy sees now."""
+        slots = self.slot_reports()
+        return WorldReport(
+            epoch=self.epoch,
+            max_epochs=self.cfg.max_epochs,
+            val_loss=self.val_losses[-1],
+            val_acc=self.val_accs[-1],
+            prev_val_loss=self._prev(self.val_losses),
+            prev_val_acc=self._prev(self.val_accs),
+            train_loss=self.train_loss,
+            loss_history=tuple(self.val_losses[-1 - features.HISTORY_LEN:-1]),
+            acc_history=tuple(self.val_accs[-1 - features.HISTORY_LEN:-1]),
+            best_acc=self.best_acc,
+            best_loss=self.best_loss,
+            plateau_epochs=self.plateau_epochs,
+            host_stabilized=self.host_stabilized,
+            host_params=self.host_params,
+            seed_params=sum(s.seed_params for s in slots if s is not None and s.stage in LIVE_STAGES),
+            slots=slots,
+            last_action_success=self.last_action_success,
+            last_op=self.last_op,
+            seeds_germinated=self.seeds_germinated,
+            max_seeds=self.cfg.max_seeds,
+        )
+
+    def action_masks(self) -> dict[str, torch.Tensor]:
+        return self.report().action_masks()
+
+    def summary(self) -> dict[str, Any]:
+        """The episode so far: final accuracy, seed counts and parameters, return."""
+        slots = [s for s in self.slot_reports() if s is not None]
+        fossils = [s for s in slots if s.stage == SeedStage.FOSSILIZED]
+        return {
+            "final_val_acc": self.val_accs[-1],
+            "best_val_acc": self.best_acc,
+            "fossilized": len(fossils),
+            "pruned": self.seeds_pruned,
+            "germinated": self.seeds_germinated,
+            "seed_params": sum(s.seed_params for s in slots if s.stage in LIVE_STAGES),
+            "fossilized_params": sum(s.seed_params for s in fossils),
+            "host_params": self.host_params,
+            "illegal_actions": self.illegal_actions,
+            "return": self.episode_return,
+            "epochs": self.epoch,
+        }
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Percent of rows whose argmax equals the label."""
+    return (logits.argmax(dim=1) == y).float().mean().item() * 100.0
+
+
+# --- gymnasium ----------------------------------------------------------------------------------------------------
+
+
+def observation_space(num_slots: int = len(DEFAULT_SLOT_IDS)) -> spaces.Dict:
+    """The gym observation: the Obs-V3 vector and the blueprint indices (-1 = empty)."""
+    return spaces.Dict({
+        "obs": spaces.Box(-1.0, 1.0, (features.obs_dim(num_slots),), np.float32),
+        "blueprint_indices": spaces.Box(-1, BLUEPRINT_NULL_INDEX - 1, (num_slots,), np.int64),
+    })
+
+
+def action_space(num_slots: int = len(DEFAULT_SLOT_IDS)) -> spaces.MultiDiscrete:
+    """The 8 factored heads in `HEAD_NAMES` order."""
+    sizes = head_sizes(num_slots)
+    return spaces.MultiDiscrete(np.array([sizes[h] for h in HEAD_NAMES], dtype=np.int64))
+
+
+class MorphoEnv(gym.Env):
+    """One `World` as a gymnasium env. Observations carry exactly the numbers of `features.py`.
+
+    `reset(seed=s)` starts episode `s`; `reset()` without a seed starts the next episode of this env's stream (the
+    constructor's `seed` seeds that stream). Episodes end by truncation at `max_epochs`; `terminated` is always False.
+    An illegal action executes as WAIT, and `info["illegal"]` / `info["executed_op"]` say so.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, cfg: WorldConfig | None = None, seed: int | None = None):
+        super().__init__()
+        self.cfg = cfg or WorldConfig()
+        self.world = World(self.cfg)
+        self.action_space = action_space()
+        self.observation_space = observation_space()
+        self._first_seed = seed
+        self.timings: dict[str, float] = {}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is None and self._first_seed is not None:
+            seed = self._first_seed
+        self._first_seed = None
+        super().reset(seed=seed)
+        episode_seed = seed if seed is not None else int(self.np_random.integers(2**62))
+        self.world.reset(episode_seed)
+        return self._observation(), {"episode_seed": episode_seed, "val_acc": self.world.val_accs[-1]}
+
+    def step(self, action):
+        reward, truncated, info = self.world.step(np.asarray(action).reshape(-1).tolist())
+        return self._observation(), float(reward), False, truncated, info
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
+        obs, idx = features.batch_obs_to_features([self.world.report()])  # [1, 121], [1, 3]
+        self.timings = {**self.world.timings, "features_ms": (time.perf_counter() - t0) * 1e3}  # the last step's
+        return {"obs": obs[0].numpy(), "blueprint_indices": idx[0].numpy()}
+
+    def report(self) -> WorldReport:
+        """What `features.py` consumes for this world."""
+        return self.world.report()
+
+    def action_masks(self) -> dict[str, torch.Tensor]:
+        """Legal-action masks `{head: bool [k]}` in `HEAD_NAMES` order."""
+        return self.world.action_masks()

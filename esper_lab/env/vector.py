@@ -1,0 +1,65 @@
+"""VectorEnv: E worlds stepped together in this process.
+
+This is the seam where process or cluster workers plug in later: a Ray backend implements the same four methods
+(`reset`, `masks`, `step`, `reports`) with the same shapes. There is no auto-reset: the trainer resets all worlds at
+the start of each update (one episode per env per update, each with a fresh host, as in Esper), and stepping a world
+whose episode has ended raises.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from esper_lab.actions import HEAD_NAMES, NUM_HEADS
+from esper_lab.config import WorldConfig
+from esper_lab.env.morpho_env import World, WorldReport
+
+
+class VectorEnv:
+    """`num_envs` worlds; episode seeds come from `seed` unless `reset` is given them explicitly."""
+
+    def __init__(self, cfg: WorldConfig, num_envs: int, seed: int):
+        if num_envs < 1:
+            raise ValueError(f"VectorEnv needs at least one env, got num_envs={num_envs}")
+        self.cfg, self.num_envs = cfg, num_envs
+        self.worlds = [World(cfg) for _ in range(num_envs)]
+        self._seeds = np.random.default_rng(seed)
+        self.episode_seeds: list[int] = []
+
+    def reset(self, episode_seeds: Sequence[int] | None = None) -> list[WorldReport]:
+        """Start a fresh episode in every world (episode `episode_seeds[e]` in world e, or the next seeds of this
+        env's stream). Returns the reports of epoch 1."""
+        if episode_seeds is None:
+            episode_seeds = [int(s) for s in self._seeds.integers(0, 2**62, size=self.num_envs)]
+        if len(episode_seeds) != self.num_envs:
+            raise ValueError(f"reset: {len(episode_seeds)} episode seeds for {self.num_envs} envs")
+        self.episode_seeds = [int(s) for s in episode_seeds]
+        return [world.reset(s) for world, s in zip(self.worlds, self.episode_seeds)]
+
+    def reports(self) -> list[WorldReport]:
+        """What every world looks like now."""
+        return [world.report() for world in self.worlds]
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Legal-action masks of every world: `{head: bool [E, k]}` in `HEAD_NAMES` order."""
+        per_env = [world.action_masks() for world in self.worlds]
+        return {head: torch.stack([m[head] for m in per_env]) for head in HEAD_NAMES}  # [E, k]
+
+    def step(
+        self, actions: torch.Tensor
+    ) -> tuple[list[WorldReport], torch.Tensor, torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
+        """`actions [E, 8] int64` (heads in `HEAD_NAMES` order) -> `(reports, rewards float32 [E],
+        terminated bool [E] (always False), truncated bool [E], infos)`."""
+        actions = torch.as_tensor(actions)
+        if actions.shape != (self.num_envs, NUM_HEADS):
+            raise ValueError(f"step: actions must be [{self.num_envs}, {NUM_HEADS}], got {list(actions.shape)}")
+        rows = actions.to(torch.int64).tolist()
+        results = [world.step(row) for world, row in zip(self.worlds, rows)]
+        rewards = torch.tensor([r for r, _, _ in results], dtype=torch.float32)  # [E]
+        truncated = torch.tensor([t for _, t, _ in results], dtype=torch.bool)  # [E]
+        terminated = torch.zeros(self.num_envs, dtype=torch.bool)  # [E]
+        infos = [info for _, _, info in results]
+        return self.reports(), rewards, terminated, truncated, infos

@@ -1,0 +1,619 @@
+"""What the guided notebooks (`notebooks/`) need that is not part of the lab itself.
+
+- the notebook size switch (`ESPER_LAB_NB_SIZE`: `ci` for the test suite, `full` for the committed outputs) and a
+  reproducible setup (threads, seeds);
+- small presentation helpers: plotly figures for every chart (they return figures, they never show them) and a
+  markdown checklist;
+- the logic behind the notebooks' widgets and demonstrations (per-op values for a choice of blueprints, the
+  original's double-sampled op/value mismatch), kept here so that `tests/test_notebook_helpers.py` can test it.
+
+Nothing here trains or steps a world differently from the package: every number comes from `esper_lab` itself.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from esper_lab.actions import (
+    HEAD_NAMES,
+    HEAD_RELEVANCE_TABLE,
+    NUM_OPS,
+    VALID_TRANSITIONS,
+    BlueprintAction,
+    LifecycleOp,
+    SeedStage,
+)
+
+SIZES = ("ci", "full")
+SIZE_ENV = "ESPER_LAB_NB_SIZE"
+OP_NAMES = tuple(op.name for op in LifecycleOp)
+CRITIC_COLORS = {"q_op": "#d62728", "v": "#1f77b4", "q_marginal": "#2ca02c"}
+
+
+# --- size switch and setup ----------------------------------------------------------------------------------------
+
+
+def nb_size(environ: Mapping[str, str] | None = None) -> str:
+    """`ci` or `full` from `$ESPER_LAB_NB_SIZE` (default `full`); anything else raises ValueError."""
+    environ = os.environ if environ is None else environ
+    size = environ.get(SIZE_ENV, "full").strip().lower() or "full"
+    if size not in SIZES:
+        raise ValueError(f"{SIZE_ENV} must be one of {SIZES}, got {size!r}")
+    return size
+
+
+def setup(seed: int = 0, threads: int = 2) -> str:
+    """Pin torch threads and seed torch, numpy and random; return the notebook size (`ci` or `full`)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    return nb_size()
+
+
+def by_size(size: str, *, ci: Any, full: Any) -> Any:
+    """Pick the value for this notebook size."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}, got {size!r}")
+    return ci if size == "ci" else full
+
+
+def expect_error(fn: Callable[[], Any], exc_type: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException:
+    """Call `fn`, which must raise `exc_type`; return the exception (so a cell can print its message).
+
+    Raises AssertionError if `fn` returns normally or raises something else.
+    """
+    try:
+        fn()
+    except exc_type as exc:
+        return exc
+    except BaseException as exc:  # noqa: BLE001 - reported as a failed expectation
+        raise AssertionError(f"expected {exc_type}, got {type(exc).__name__}: {exc}") from exc
+    raise AssertionError(f"expected {exc_type} to be raised, but the call returned normally")
+
+
+@dataclass
+class Call:
+    """One recorded call: its positional and keyword arguments, what it returned, and the callee's signature."""
+
+    args: tuple
+    kwargs: dict
+    result: Any
+    signature: Any = None
+
+    def arg(self, name: str) -> Any:
+        """The value passed for parameter `name`, whether given by position or keyword (its default if omitted)."""
+        bound = self.signature.bind(*self.args, **self.kwargs)
+        bound.apply_defaults()
+        return bound.arguments[name]
+
+
+class spy_on:
+    """Context manager that records every call of `getattr(owner, name)` (a function or method) while active.
+
+    `owner` may be a module, a class or an instance; the original attribute is put back on exit, even on error.
+
+        with spy_on(trainer.bundle, "get_action") as calls:
+            trainer.collect()
+        calls[-1].arg("deterministic")
+    """
+
+    def __init__(self, owner: Any, name: str):
+        self.owner, self.name = owner, name
+        self.calls: list[Call] = []
+
+    def __enter__(self) -> list[Call]:
+        import inspect
+
+        self._had_own = self.name in getattr(self.owner, "__dict__", {})
+        self._original = getattr(self.owner, self.name)
+        original = self._original
+        signature = inspect.signature(original)  # of the bound method when owner is an instance: no `self`
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
+            self.calls.append(Call(args, kwargs, result, signature))
+            return result
+
+        setattr(self.owner, self.name, wrapper)
+        return self.calls
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._had_own:
+            setattr(self.owner, self.name, self._original)
+        else:
+            delattr(self.owner, self.name)
+
+
+# --- tables and checklists ----------------------------------------------------------------------------------------
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A GitHub-markdown table of `rows` (dicts); floats are shown with 4 significant digits."""
+    if not rows:
+        return "(no rows)"
+    columns = list(columns or rows[0].keys())
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return "nan" if v != v else f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+@dataclass
+class Check:
+    """One box of a checklist: what is claimed, whether the code found it true, and the evidence."""
+
+    criterion: str
+    passed: bool
+    evidence: str = ""
+
+
+def checklist_markdown(checks: Iterable[Check]) -> str:
+    """`- [x] criterion: evidence` lines (GitHub task-list syntax), one per check."""
+    return "\n".join(f"- [{'x' if c.passed else ' '}] **{c.criterion}**: {c.evidence}" for c in checks)
+
+
+# --- parameter counts ---------------------------------------------------------------------------------------------
+
+
+def parameter_breakdown(module: torch.nn.Module, depth: int = 1) -> dict[str, int]:
+    """Parameter count per child module, grouped by the first `depth` components of the parameter name.
+
+    Example: depth 1 on the policy network gives feature_net, lstm, lstm_ln, heads, value_head, ...; depth 2 splits
+    `heads` into `heads.op`, `heads.blueprint`, ... The values add up to the module's total.
+    """
+    counts: dict[str, int] = {}
+    for name, param in module.named_parameters():
+        key = ".".join(name.split(".")[:depth])
+        counts[key] = counts.get(key, 0) + param.numel()
+    return counts
+
+
+def lstm_parameter_count(input_size: int, hidden_size: int, layers: int = 1) -> int:
+    """Parameters of a `torch.nn.LSTM`: per layer 4H x (in + H) weights plus two 4H bias vectors."""
+    total, size_in = 0, input_size
+    for _ in range(layers):
+        total += 4 * hidden_size * (size_in + hidden_size) + 2 * 4 * hidden_size
+        size_in = hidden_size
+    return total
+
+
+# --- the op / value mismatch of the first Phase 4 commit ----------------------------------------------------------
+
+
+@dataclass
+class MismatchReport:
+    """How often the op the stored value was computed for differs from the op acted on, and what that costs."""
+
+    steps: int
+    mismatch_rate: float
+    """Fraction of steps where the value's op differs from the acted op."""
+    mean_abs_value_error: float
+    """Mean of |stored value - Q(s, acted op)| (0 for a correct implementation)."""
+    mean_value_error: float
+    """Mean of (stored value - Q(s, acted op)): the bias GAE and the bootstrap inherit."""
+    expected_mismatch_rate: float
+    """What the mismatch rate should be if the bug is there: for two independent samples of the op head
+    1 - sum_op pi(op)^2, for a sample against the argmax 1 - pi(argmax); averaged over steps."""
+
+
+@torch.no_grad()
+def op_value_mismatch(
+    network: Any,
+    state: torch.Tensor,
+    blueprint_indices: torch.Tensor,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    *,
+    double_sample: bool,
+    deterministic: bool = False,
+) -> MismatchReport:
+    """Measure the stored-value error of one rollout-style pass over `state [B, T, D]`.
+
+    `double_sample=True` reproduces Esper's first Phase 4 commit (97d9ba3f): forward() samples op #1 and returns
+    Q(s, op #1) as the value, while get_action() picks the action's op #2 on its own: an independent sample
+    (stochastic) or the argmax (`deterministic=True`, the bootstrap). `double_sample=False` is the fixed path
+    (0872525b and this lab): the acted op is forward's sample, or the argmax with Q recomputed for it. Either way the
+    reference is Q(s, acted op), the value `evaluate_actions()` later conditions on.
+    """
+    out = network(state, blueprint_indices, masks=masks)  # ForwardOutput, [B, T, ...]
+    op_probs = torch.softmax(out.op_logits.float(), dim=-1)  # [B, T, 6]; masked logits give exactly 0
+    argmax = out.op_logits.argmax(-1)  # [B, T]
+    if deterministic:
+        acted = argmax
+        expected = 1.0 - op_probs.gather(-1, argmax.unsqueeze(-1)).squeeze(-1)  # [B, T]
+    elif double_sample:
+        acted = torch.multinomial(op_probs.reshape(-1, NUM_OPS), 1).reshape(op_probs.shape[:-1])  # [B, T]
+        expected = 1.0 - op_probs.pow(2).sum(-1)  # [B, T]
+    else:
+        acted = out.sampled_op
+        expected = torch.zeros_like(op_probs[..., 0])
+    value_op = out.sampled_op if double_sample else acted  # the buggy path always stores forward's sample
+    q_of = lambda op: out.op_values.gather(-1, op.unsqueeze(-1)).squeeze(-1)  # noqa: E731, [B, T]
+    error = q_of(value_op) - q_of(acted)  # [B, T]
+    return MismatchReport(
+        steps=int(acted.numel()),
+        mismatch_rate=(acted != value_op).float().mean().item(),
+        mean_abs_value_error=error.abs().mean().item(),
+        mean_value_error=error.mean().item(),
+        expected_mismatch_rate=expected.mean().item() if double_sample else 0.0,
+    )
+
+
+def teach_op_values(network: Any, state: torch.Tensor, blueprint_indices: torch.Tensor,
+                    targets: Sequence[float], steps: int = 200, lr: float = 1e-3) -> float:
+    """Fit the critic's Q(s, op) to fixed per-op `targets` (6 numbers) for a few Adam steps; return the final MSE.
+
+    Only the value head moves (the trunk is run under no_grad), so the policy heads are untouched. Used to give a
+    fresh network op-dependent values, as a trained critic has, before measuring the op / value mismatch.
+    """
+    target = torch.tensor(list(targets), dtype=torch.float32)  # [6]
+    if target.shape != (NUM_OPS,):
+        raise ValueError(f"targets must have {NUM_OPS} values, got {tuple(target.shape)}")
+    with torch.no_grad():
+        lstm_out, _ = network.encode(state, blueprint_indices)  # [B, T, H]
+    opt = torch.optim.Adam(network.value_head.parameters(), lr=lr)
+    loss = torch.tensor(0.0)
+    for _ in range(steps):
+        q = network.q_values(lstm_out)  # [B, T, 6]
+        loss = (q - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
+# --- the blueprint-per-slot panel (notebook 01) -------------------------------------------------------------------
+
+SLOT_CHOICES: tuple[tuple[str, int], ...] = (("(empty)", -1),) + tuple((bp.name, int(bp)) for bp in BlueprintAction)
+
+
+@torch.no_grad()
+def op_values_for_blueprints(network: Any, state: torch.Tensor, blueprints: Sequence[int]) -> torch.Tensor:
+    """Q(s, op) for all six ops when the slots hold `blueprints` (one index per slot, -1 = empty): `[6]`.
+
+    `state` is one observation `[D]`; the step runs from a zero hidden state.
+    """
+    if state.dim() != 1:
+        raise ValueError(f"state must be one observation [D], got shape {tuple(state.shape)}")
+    idx = torch.tensor([list(blueprints)], dtype=torch.int64)  # [1, S]
+    result = network.get_action(state.unsqueeze(0), idx, deterministic=True)
+    return result.op_values[0]  # [6]
+
+
+def op_values_figure(values: torch.Tensor | Sequence[float], title: str = "Q(s, op)",
+                     legal: Sequence[bool] | None = None) -> go.Figure:
+    """A bar per op; illegal ops (if `legal` is given) are drawn grey."""
+    vals = [float(v) for v in (values.tolist() if isinstance(values, torch.Tensor) else values)]
+    colors = ["#636efa" if (legal is None or legal[i]) else "#cccccc" for i in range(len(vals))]
+    fig = go.Figure(go.Bar(x=list(OP_NAMES), y=vals, marker_color=colors, text=[f"{v:+.3f}" for v in vals],
+                           textposition="outside"))
+    fig.update_layout(title=title, yaxis_title="Q(s, op)", height=320, margin=dict(t=50, b=40, l=50, r=20))
+    return fig
+
+
+def blueprint_value_panel(network: Any, state: torch.Tensor, num_slots: int = 3,
+                          initial: Sequence[int] | None = None) -> Any:
+    """An ipywidgets panel: one dropdown per slot (a blueprint or empty) and the bar chart of Q(s, op) per op.
+
+    Returns the `VBox`; its `.refresh()` attribute redraws (called on every dropdown change). The numbers come from
+    `op_values_for_blueprints`, which the tests check.
+    """
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    initial = list(initial) if initial is not None else [-1] * num_slots
+    dropdowns = [
+        widgets.Dropdown(options=list(SLOT_CHOICES), value=initial[i], description=f"slot r0c{i}",
+                         layout=widgets.Layout(width="260px"))
+        for i in range(num_slots)
+    ]
+    out = widgets.Output()
+
+    def refresh(*_: Any) -> torch.Tensor:
+        values = op_values_for_blueprints(network, state, [d.value for d in dropdowns])
+        names = ", ".join(dict((v, k) for k, v in SLOT_CHOICES)[d.value] for d in dropdowns)
+        out.clear_output(wait=True)
+        with out:
+            display(op_values_figure(values, title=f"Q(s, op) with slots = {names}"))
+        return values
+
+    for d in dropdowns:
+        d.observe(refresh, names="value")
+    panel = widgets.VBox([widgets.HBox(dropdowns), out])
+    panel.refresh = refresh  # type: ignore[attr-defined]
+    panel.dropdowns = dropdowns  # type: ignore[attr-defined]
+    refresh()
+    return panel
+
+
+# --- figures: the world -------------------------------------------------------------------------------------------
+
+# Where each stage sits in the lifecycle picture (x, y).
+STAGE_POSITIONS: dict[SeedStage, tuple[float, float]] = {
+    SeedStage.UNKNOWN: (-1.0, 1.0),
+    SeedStage.DORMANT: (0.0, 1.0),
+    SeedStage.GERMINATED: (1.0, 1.0),
+    SeedStage.TRAINING: (2.0, 1.0),
+    SeedStage.BLENDING: (3.0, 1.0),
+    SeedStage.HOLDING: (4.0, 1.0),
+    SeedStage.FOSSILIZED: (5.0, 1.0),
+    SeedStage.PRUNED: (2.5, 0.0),
+    SeedStage.EMBARGOED: (1.5, -0.5),
+    SeedStage.RESETTING: (0.5, 0.0),
+}
+
+
+def lifecycle_figure(transitions: Mapping[SeedStage, Iterable[SeedStage]] = VALID_TRANSITIONS) -> go.Figure:
+    """The seed lifecycle as a graph: one node per stage, one arrow per legal transition."""
+    fig = go.Figure()
+    for src, dsts in transitions.items():
+        for dst in dsts:
+            (x0, y0), (x1, y1) = STAGE_POSITIONS[src], STAGE_POSITIONS[dst]
+            bend = 0.35 if (src, dst) == (SeedStage.HOLDING, SeedStage.BLENDING) else 0.0
+            fig.add_annotation(x=x1, y=y1 - bend, ax=x0, ay=y0 - bend, xref="x", yref="y", axref="x", ayref="y",
+                               showarrow=True, arrowhead=3, arrowsize=1.2, arrowwidth=1.5, arrowcolor="#888",
+                               standoff=22, startstandoff=22)
+    failure = {SeedStage.PRUNED, SeedStage.EMBARGOED, SeedStage.RESETTING}
+    for group, color in (("success path", "#2ca02c"), ("failure path", "#d62728")):
+        stages = [s for s in STAGE_POSITIONS if (s in failure) == (group == "failure path")]
+        fig.add_trace(go.Scatter(
+            x=[STAGE_POSITIONS[s][0] for s in stages], y=[STAGE_POSITIONS[s][1] for s in stages],
+            mode="markers+text", text=[s.name for s in stages], textposition="top center", name=group,
+            marker=dict(size=26, color=color, line=dict(width=1, color="#333")),
+        ))
+    fig.update_layout(title="Seed lifecycle: stages and legal transitions", height=380,
+                      xaxis=dict(visible=False, range=[-1.6, 5.6]), yaxis=dict(visible=False, range=[-1.0, 1.5]),
+                      margin=dict(t=50, b=10, l=10, r=10), legend=dict(orientation="h", y=-0.05))
+    return fig
+
+
+def head_relevance_figure(table: torch.Tensor = HEAD_RELEVANCE_TABLE) -> go.Figure:
+    """The causal-mask table as a heatmap: rows = ops, columns = heads, filled = the head matters for the op."""
+    z = table.to(torch.int64).tolist()
+    fig = go.Figure(go.Heatmap(z=z, x=list(HEAD_NAMES), y=list(OP_NAMES), colorscale=[[0, "#f0f0f0"], [1, "#1f77b4"]],
+                               showscale=False, xgap=2, ygap=2,
+                               text=[["yes" if v else "" for v in row] for row in z], texttemplate="%{text}"))
+    fig.update_layout(title="Head relevance per op (actions.HEAD_RELEVANCE): which heads an op's outcome depends on",
+                      height=330, yaxis=dict(autorange="reversed"), margin=dict(t=50, b=40, l=130, r=20))
+    return fig
+
+
+def mask_timeline_figure(op_masks: torch.Tensor, chosen_ops: Sequence[int] | None = None,
+                         title: str = "Legal ops over one episode") -> go.Figure:
+    """`op_masks [T, 6]` bool as a heatmap over epochs; `chosen_ops [T]` (optional) marked with crosses."""
+    z = op_masks.to(torch.int64).T.tolist()  # [6, T]
+    T = op_masks.shape[0]
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(T)), y=list(OP_NAMES), colorscale=[[0, "#f5f5f5"], [1, "#9ecae1"]],
+                               showscale=False, xgap=1, ygap=1, name="legal"))
+    if chosen_ops is not None:
+        fig.add_trace(go.Scatter(x=list(range(T)), y=[OP_NAMES[int(o)] for o in chosen_ops], mode="markers",
+                                 marker=dict(symbol="x", size=9, color="#d62728"), name="chosen op"))
+    fig.update_layout(title=title, xaxis_title="epoch (env step)", height=320,
+                      yaxis=dict(autorange="reversed"), margin=dict(t=50, b=40, l=130, r=20))
+    return fig
+
+
+def stage_timeline_figure(stages: Sequence[Sequence[str | None]], slot_ids: Sequence[str] = ("r0c0", "r0c1", "r0c2"),
+                          title: str = "Slot stages over an episode") -> go.Figure:
+    """`stages[t][s]` = the stage name of slot s at step t (None = empty) as a heatmap, one row per slot."""
+    order = [st.name for st in SeedStage]
+    T = len(stages)
+    z = [[None if stages[t][s] is None else order.index(stages[t][s]) for t in range(T)] for s in range(len(slot_ids))]
+    text = [["" if stages[t][s] is None else stages[t][s] for t in range(T)] for s in range(len(slot_ids))]
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(T)), y=list(slot_ids), text=text, texttemplate="%{text}",
+                               textfont=dict(size=8), colorscale="Turbo", zmin=0, zmax=len(order) - 1,
+                               showscale=False, xgap=1, ygap=1,
+                               hovertemplate="step %{x}<br>%{y}: %{text}<extra></extra>"))
+    fig.update_layout(title=f"{title} (blank = empty slot)", xaxis_title="step (epoch)", height=240,
+                      yaxis=dict(autorange="reversed"), margin=dict(t=50, b=40, l=80, r=20))
+    return fig
+
+
+def obs_layout_figure(segments: Sequence[tuple[str, int, int]], values: Sequence[float] | None = None,
+                      title: str = "Obs V3 layout") -> go.Figure:
+    """One bar per observation index, coloured by segment. `segments` = [(name, start, stop)] covering 0..D."""
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+    fig = go.Figure()
+    for i, (name, start, stop) in enumerate(segments):
+        xs = list(range(start, stop))
+        ys = [float(values[j]) for j in xs] if values is not None else [1.0] * len(xs)
+        fig.add_trace(go.Bar(x=xs, y=ys, name=f"{name} [{start}:{stop}] ({stop - start})",
+                             marker_color=palette[i % len(palette)]))
+    fig.update_layout(title=title, xaxis_title="feature index", yaxis_title="value" if values is not None else "",
+                      bargap=0.05, height=340, margin=dict(t=50, b=40, l=50, r=20), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def blueprint_timeline_figure(indices: torch.Tensor, slot_ids: Sequence[str] = ("r0c0", "r0c1", "r0c2"),
+                              title: str = "blueprint_indices over an episode") -> go.Figure:
+    """`indices [T, E, S]` int (-1 = empty slot) as a heatmap: one row per (world, slot), one column per step."""
+    T, E, S = indices.shape
+    rows, text, labels = [], [], []
+    for e in range(E):
+        for s in range(S):
+            col = indices[:, e, s].tolist()
+            rows.append([None if i < 0 else i for i in col])
+            text.append(["" if i < 0 else BlueprintAction(i).name.lower() for i in col])
+            labels.append(f"world {e} · {slot_ids[s]}")
+    fig = go.Figure(go.Heatmap(z=rows, x=list(range(T)), y=labels, text=text, texttemplate="%{text}",
+                               textfont=dict(size=8), colorscale="Viridis", zmin=0, zmax=len(BlueprintAction) - 1,
+                               showscale=False, xgap=1, ygap=1,
+                               hovertemplate="step %{x}<br>%{y}<br>index %{z} (%{text})<extra></extra>"))
+    fig.update_layout(title=f"{title} (blank = empty slot, index -1)", xaxis_title="step (epoch)",
+                      height=120 + 22 * len(labels), yaxis=dict(autorange="reversed"),
+                      margin=dict(t=50, b=40, l=130, r=20))
+    return fig
+
+
+def bar_figure(labels: Sequence[str], values: Sequence[float], title: str, yaxis_title: str = "",
+               log_y: bool = False, text: Sequence[str] | None = None) -> go.Figure:
+    """A plain bar chart."""
+    fig = go.Figure(go.Bar(x=list(labels), y=[float(v) for v in values],
+                           text=list(text) if text is not None else None, textposition="outside"))
+    fig.update_layout(title=title, yaxis_title=yaxis_title, height=340, margin=dict(t=50, b=40, l=60, r=20))
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def heatmap_figure(z: Sequence[Sequence[float]], x: Sequence[str], y: Sequence[str], title: str,
+                   zmid: float | None = None, fmt: str = ".2f") -> go.Figure:
+    """A labelled heatmap with the numbers written in the cells (None cells are left blank)."""
+    text = [["" if v is None else format(v, fmt) for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=[[None if v is None else float(v) for v in row] for row in z], x=list(x), y=list(y),
+                               colorscale="RdBu", zmid=zmid, reversescale=True, text=text, texttemplate="%{text}"))
+    fig.update_layout(title=title, height=120 + 34 * len(y), yaxis=dict(autorange="reversed"),
+                      margin=dict(t=50, b=40, l=220, r=20))
+    return fig
+
+
+def series_figure(series: Mapping[str, Sequence[float]], title: str, xaxis_title: str = "step",
+                  yaxis_title: str = "", x: Sequence[float] | None = None) -> go.Figure:
+    """One line per named series."""
+    fig = go.Figure()
+    for name, ys in series.items():
+        xs = list(x) if x is not None else list(range(len(ys)))
+        fig.add_trace(go.Scatter(x=xs, y=[float(v) for v in ys], mode="lines+markers", name=name))
+    fig.update_layout(title=title, xaxis_title=xaxis_title, yaxis_title=yaxis_title, height=340,
+                      margin=dict(t=50, b=40, l=60, r=20))
+    return fig
+
+
+def box_figure(groups: Mapping[str, Sequence[float]], title: str, yaxis_title: str = "",
+               hlines: Sequence[float] = ()) -> go.Figure:
+    """One box per named group of values, with optional dotted horizontal reference lines."""
+    fig = go.Figure([go.Box(y=[float(v) for v in vals], name=name, boxpoints="outliers") for name, vals in groups.items()])
+    for y in hlines:
+        fig.add_hline(y=float(y), line_dash="dot", line_color="#888")
+    fig.update_layout(title=title, yaxis_title=yaxis_title, height=360, showlegend=False,
+                      margin=dict(t=50, b=40, l=60, r=20))
+    return fig
+
+
+# --- figures: training runs (notebook 07) -------------------------------------------------------------------------
+
+
+def metric_series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    """(updates, values) of one metric across metrics.jsonl records; null / missing values become NaN."""
+    xs, ys = [], []
+    for r in records:
+        xs.append(int(r.get("update", len(xs) + 1)))
+        v = r.get(key)
+        ys.append(float("nan") if v is None else float(v))
+    return xs, ys
+
+
+def smooth(values: Sequence[float], window: int) -> list[float]:
+    """Trailing moving average over the last `window` finite values (NaNs are skipped, never propagated)."""
+    out, buf = [], []
+    for v in values:
+        if v == v:  # not NaN
+            buf.append(v)
+        buf = buf[-window:]
+        out.append(float(np.mean(buf)) if buf else float("nan"))
+    return out
+
+
+def learning_curves_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequence[tuple[str, str]],
+                           smooth_window: int = 1, cols: int = 2) -> go.Figure:
+    """A grid of subplots, one per `(metric key, title)`, one line per run (raw faint, smoothed solid)."""
+    rows = (len(keys) + cols - 1) // cols
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[t for _, t in keys], vertical_spacing=0.12)
+    for i, (key, _) in enumerate(keys):
+        r, c = i // cols + 1, i % cols + 1
+        for name, records in runs.items():
+            xs, ys = metric_series(records, key)
+            color = CRITIC_COLORS.get(name)
+            if smooth_window > 1:
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=color, width=1), opacity=0.3,
+                                         showlegend=False, legendgroup=name, name=name), row=r, col=c)
+            fig.add_trace(go.Scatter(x=xs, y=smooth(ys, smooth_window), mode="lines", name=name, legendgroup=name,
+                                     line=dict(color=color, width=2), showlegend=(i == 0)), row=r, col=c)
+        fig.update_xaxes(title_text="update", row=r, col=c)
+    fig.update_layout(height=280 * rows, margin=dict(t=60, b=40, l=50, r=20))
+    return fig
+
+
+def pca_2d(matrices: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Project every `[N, d]` matrix onto the top-2 principal axes of all of them stacked (one shared frame).
+
+    Returns (projections `[N, 2]` per matrix, explained-variance ratio of the two axes). The sign of each axis is
+    fixed so that the largest-magnitude loading is positive, which keeps the picture stable from run to run.
+    """
+    stacked = np.concatenate([np.asarray(m, dtype=float) for m in matrices], axis=0)
+    mean = stacked.mean(axis=0, keepdims=True)
+    _, s, vt = np.linalg.svd(stacked - mean, full_matrices=False)
+    axes = vt[:2]  # [2, d]
+    for k in range(axes.shape[0]):
+        if axes[k, np.argmax(np.abs(axes[k]))] < 0:
+            axes[k] = -axes[k]
+    var = s**2
+    ratio = var[:2] / var.sum() if var.sum() > 0 else np.zeros(2)
+    return [(np.asarray(m, dtype=float) - mean) @ axes.T for m in matrices], ratio
+
+
+def embedding_map_figure(snapshots: Sequence[Mapping[str, Any]], highlight: Sequence[str] | None = None,
+                         title: str = "Blueprint embedding over training (2-D PCA, shared axes)") -> go.Figure:
+    """Each blueprint's 4-D embedding across snapshots, projected to 2-D: a faint trail from the first snapshot and
+    a labelled marker at the last. `snapshots` are snapshot dicts (`embedding [14, 4]`, `blueprint_names`, `update`).
+    `highlight` names the rows drawn in colour (the legal CNN blueprints and NULL, say); the others are grey.
+    """
+    if not snapshots:
+        raise ValueError("embedding_map_figure: no snapshots")
+    names = list(snapshots[0]["blueprint_names"])
+    projected, ratio = pca_2d([np.asarray(s["embedding"], dtype=float) for s in snapshots])
+    trail = np.stack(projected, axis=0)  # [K, 14, 2]
+    highlight = set(highlight) if highlight is not None else set(names)
+    fig = go.Figure()
+    for j, name in enumerate(names):
+        color = None if name in highlight else "#bbbbbb"
+        fig.add_trace(go.Scatter(x=trail[:, j, 0], y=trail[:, j, 1], mode="lines", line=dict(width=1, color=color),
+                                 opacity=0.5, legendgroup=name, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=[trail[-1, j, 0]], y=[trail[-1, j, 1]], mode="markers+text", text=[name],
+                                 textposition="top center", name=name, legendgroup=name,
+                                 marker=dict(size=10 if name in highlight else 6, color=color)))
+    updates = [s.get("update") for s in snapshots]
+    fig.update_layout(
+        title=f"{title}<br><sup>updates {updates[0]} to {updates[-1]}; axes explain "
+              f"{100 * ratio[0]:.0f}% and {100 * ratio[1]:.0f}% of the variance</sup>",
+        xaxis_title="PC 1", yaxis_title="PC 2", height=460, margin=dict(t=70, b=40, l=50, r=20),
+    )
+    return fig
+
+
+def probe_values_figure(snapshot: Mapping[str, Any], title: str = "Q(s, op) on the probe states") -> go.Figure:
+    """Per-op values on the probe states of one snapshot as a heatmap; illegal ops are left blank."""
+    values = snapshot["probe_op_values"]
+    masks = snapshot.get("probe_op_masks")
+    z = [[(v if (masks is None or masks[i][j]) else None) for j, v in enumerate(row)] for i, row in enumerate(values)]
+    return heatmap_figure(z, snapshot.get("op_names", OP_NAMES), snapshot["probe_names"],
+                          f"{title} (update {snapshot.get('update')}; blank = illegal op)", fmt="+.2f")
+
+
+def tail_mean(records: Sequence[Mapping[str, Any]], key: str, fraction: float = 0.25) -> float:
+    """Mean of the finite values of `key` over the last `fraction` of the records (at least one record)."""
+    _, ys = metric_series(records, key)
+    n = max(1, int(round(len(ys) * fraction)))
+    tail = [v for v in ys[-n:] if v == v]
+    return float(np.mean(tail)) if tail else float("nan")
+
+
+def head_mean(records: Sequence[Mapping[str, Any]], key: str, fraction: float = 0.25) -> float:
+    """Mean of the finite values of `key` over the first `fraction` of the records (at least one record)."""
+    _, ys = metric_series(records, key)
+    n = max(1, int(round(len(ys) * fraction)))
+    head = [v for v in ys[:n] if v == v]
+    return float(np.mean(head)) if head else float("nan")

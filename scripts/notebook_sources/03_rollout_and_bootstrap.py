@@ -1,0 +1,220 @@
+# Source of notebooks/03_rollout_and_bootstrap.ipynb (build: .venv/bin/python scripts/build_notebooks.py 03)
+
+# %% [markdown]
+# # 03 · Rollout and bootstrap (Phase 4, Step 3)
+#
+# **What you will learn**
+#
+# - how E worlds are stepped together and how one batched `get_action` call per step drives them all;
+# - where `blueprint_indices_batch` comes from: `batch_obs_to_features` reads each world's slot reports and returns
+#   it next to the observation, -1 for an empty slot;
+# - the bootstrap at truncation: the value of the **post-action** state, from its own features and blueprint
+#   indices, with the **carried** hidden state, through `get_action(deterministic=True)`; and what the two classic
+#   mistakes (a reset hidden state, pre-action features) would have stored instead;
+# - the addendum's pitfall 1, calling `get_action` without blueprint indices, as the clear error it raises.
+#
+# **Modules explained:** [esper_lab/rl/trainer.py](../esper_lab/rl/trainer.py) (`Trainer.collect`,
+# `Trainer._bootstrap`), [esper_lab/env/vector.py](../esper_lab/env/vector.py) (`VectorEnv`),
+# [esper_lab/features.py](../esper_lab/features.py) (`batch_obs_to_features`) and
+# [esper_lab/rl/normalize.py](../esper_lab/rl/normalize.py) (the frozen observation normaliser). Seed documents: the
+# addendum's Step 3 (both call sites) and "Common pitfalls" 1; esper_facts sections 6 and 12.
+
+# %%
+import os
+
+SIZE = os.environ.get("ESPER_LAB_NB_SIZE", "full")  # "ci" under `make test`, "full" for the committed outputs
+assert SIZE in ("ci", "full"), SIZE
+
+import torch
+from IPython.display import Markdown, display
+
+from esper_lab.notebook_helpers import by_size, expect_error, markdown_table, setup
+
+setup(seed=0, threads=2)
+print("notebook size:", SIZE)
+
+# %% [markdown]
+# ## 1. E worlds, one batch of features
+#
+# `VectorEnv` steps E independent worlds (each its own host network training on digits, with three seed slots) and
+# hands back one report per world. `batch_obs_to_features` turns the E reports into the two tensors the policy
+# takes. This is the addendum's Location 1 input:
+#
+# ```python
+# states_batch, blueprint_indices_batch = batch_obs_to_features(reports)   # [E, 121] float32, [E, 3] int64
+# ```
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from esper_lab.config import preset
+from esper_lab.env.vector import VectorEnv
+from esper_lab.features import OBS_DIM, batch_obs_to_features
+
+E = 4
+world = preset(by_size(SIZE, ci="tiny", full="demo")).world
+envs = VectorEnv(world, E, seed=0)
+reports = envs.reset([100, 101, 102, 103])
+states_batch, blueprint_indices_batch = batch_obs_to_features(reports)
+print("states_batch           ", list(states_batch.shape), states_batch.dtype)
+print("blueprint_indices_batch", list(blueprint_indices_batch.shape), blueprint_indices_batch.dtype)
+print("at reset every slot is empty:", blueprint_indices_batch.tolist())
+assert states_batch.shape == (E, OBS_DIM) and blueprint_indices_batch.dtype == torch.int64
+assert blueprint_indices_batch.eq(-1).all()
+
+# %% [markdown]
+# ## 2. A vectorised rollout, step by step
+#
+# The loop below is what `Trainer.collect` does, written out for one episode per world (the trainer adds the buffer
+# and bookkeeping). Per step: features of every world → the observation normaliser (statistics **frozen** during
+# the rollout) → one batched `get_action` with the legal-action masks and the hidden state → `VectorEnv.step`.
+# The hidden state is carried from step to step and never reset before the bootstrap.
+
+# %%
+from esper_lab.actions import HEAD_NAMES, LifecycleOp
+from esper_lab.policy.bundle import LSTMPolicyBundle
+from esper_lab.rl.normalize import RunningMeanStd
+
+torch.manual_seed(1)
+policy = LSTMPolicyBundle.from_config(OBS_DIM, preset(by_size(SIZE, ci="tiny", full="demo")).policy)
+obs_norm = RunningMeanStd(OBS_DIM)  # frozen: it is updated only between rollouts
+T = world.max_epochs
+
+reports = envs.reset([100, 101, 102, 103])
+hidden = policy.initial_hidden(E)
+seen_idx, ops, rewards = [], [], []
+for t in range(T):
+    obs, bp_idx = batch_obs_to_features(reports)  # Location 1: [E, D], [E, S]
+    masks = envs.masks()  # {head: [E, k]}
+    result = policy.get_action(obs_norm.normalize(obs), bp_idx, masks, hidden)
+    actions = torch.stack([result.actions[h] for h in HEAD_NAMES], dim=1)  # [E, 8] in HEAD_NAMES order
+    reports, reward, terminated, truncated, infos = envs.step(actions)
+    hidden = result.hidden  # carried, never reset inside the episode
+    seen_idx.append(bp_idx)
+    ops.append(result.actions["op"])
+    rewards.append(reward)
+
+seen_idx, ops = torch.stack(seen_idx), torch.stack(ops)  # [T, E, S], [T, E]
+print(f"{T} steps × {E} worlds; truncated at the end: {truncated.tolist()}")
+print("ops taken:", {op.name: int((ops == op).sum()) for op in LifecycleOp})
+assert truncated.all() and not terminated.any()  # episodes end by the time limit only
+
+# %% [markdown]
+# Where `blueprint_indices_batch` comes from, step by step: a slot's index appears the step after a GERMINATE put a
+# seed there, stays while the seed lives (training, blending, holding, fossilized, and while a pruned seed is
+# embargoed) and goes back to -1 when the slot is empty again.
+
+# %%
+from esper_lab.notebook_helpers import blueprint_timeline_figure
+
+germinated = (ops == LifecycleOp.GERMINATE)
+assert seen_idx[0].eq(-1).all()  # nothing before the first action
+if germinated[:-1].any():
+    assert (seen_idx[1:] >= 0).any()  # some germination shows up in the next step's indices
+blueprint_timeline_figure(seen_idx, title="blueprint_indices_batch seen by the policy")
+
+# %% [markdown]
+# ## 3. The bootstrap at truncation
+#
+# After the last step the episode is cut by the time limit, not finished: the state the last action led to still
+# has a value, and GAE needs it (notebook 04). The addendum's Location 2:
+#
+# ```python
+# post_action_features, post_blueprint_indices = batch_obs_to_features(post_action_reports)
+# bootstrap_result = policy.get_action(normalise(post_action_features), post_blueprint_indices,
+#                                      masks=post_masks, hidden=carried_hidden, deterministic=True)
+# ```
+#
+# Three things must be right: the features and indices are those of the **post-action** state (the reports the last
+# `step` returned; Esper's BUG-022 took them before the epoch tick), the hidden state is the **carried** one
+# (Esper's B11-DRL-01 reset it to zero first), and the value is Q(s', argmax op) recomputed for that op.
+
+# %%
+post_obs, post_idx = batch_obs_to_features(reports)  # the reports the LAST step returned
+post_masks = envs.masks()
+boot = policy.get_action(obs_norm.normalize(post_obs), post_idx, post_masks, hidden, deterministic=True)
+assert torch.allclose(boot.value, boot.op_values.gather(1, boot.actions["op"].unsqueeze(1)).squeeze(1), atol=1e-5)
+
+# The two classic mistakes, for comparison:
+zero_hidden = policy.get_action(obs_norm.normalize(post_obs), post_idx, post_masks, policy.initial_hidden(E),
+                                deterministic=True)  # B11-DRL-01
+pre_action = policy.get_action(obs_norm.normalize(obs), bp_idx, masks, hidden,
+                               deterministic=True)  # BUG-022: the last step's pre-action features
+rows = [{"world": e, "bootstrap (correct)": round(boot.value[e].item(), 4),
+         "hidden reset to zero": round(zero_hidden.value[e].item(), 4),
+         "pre-action features": round(pre_action.value[e].item(), 4),
+         "post-action indices": post_idx[e].tolist()} for e in range(E)]
+display(Markdown(markdown_table(rows)))
+assert not torch.allclose(boot.value, zero_hidden.value)
+assert not torch.allclose(boot.value, pre_action.value)
+
+# %% [markdown]
+# ## 4. The trainer does exactly this
+#
+# `Trainer.collect()` runs the same loop, fills the buffer and stores the bootstrap with `set_bootstrap`. We check
+# its stored bootstrap independently: replaying the stored episode through `evaluate_actions` from the stored
+# initial hidden state gives the hidden state carried out of the last step; the post-action state is what the
+# worlds hold after the rollout. Recomputing the bootstrap from those must give the stored value.
+
+# %%
+from esper_lab.notebook_helpers import spy_on
+from esper_lab.rl.trainer import Trainer
+
+cfg = preset(by_size(SIZE, ci="tiny", full="demo"), seed=0)
+trainer = Trainer(cfg)
+with spy_on(trainer.envs, "step") as steps:
+    trainer.collect()
+batch = trainer.buffer.batched()
+replay = trainer.bundle.evaluate_actions(batch.obs, batch.blueprint_indices, batch.actions, batch.masks,
+                                          batch.initial_hidden)
+carried = replay.hidden  # the hidden state after the last stored step
+last_reports = steps[-1].result[0]  # what the last env step returned: the post-action state
+p_obs, p_idx = batch_obs_to_features(last_reports)
+check = trainer.bundle.get_action(trainer.obs_norm.normalize(p_obs), p_idx, trainer.envs.masks(), carried,
+                                  deterministic=True)
+print("stored bootstrap    :", [round(v, 4) for v in batch.bootstrap_values[:, -1].tolist()])
+print("recomputed bootstrap:", [round(v, 4) for v in check.value.tolist()])
+assert torch.allclose(batch.bootstrap_values[:, -1], check.value, atol=1e-4)
+assert batch.truncated[:, -1].all()
+
+# %% [markdown]
+# ## 5. Pitfall 1: forgetting the blueprint indices
+#
+# In the addendum's words: *"Bootstrap uses old features without blueprint indices. Symptom: `TypeError: forward()
+# missing required argument: 'blueprint_indices'`."* Because `blueprint_indices` is a required positional
+# parameter right after the features (no default, no silent fallback to "all empty"), a call site that was not
+# updated cannot run by accident; it fails on its first call with an error that names the missing argument:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+features = obs_norm.normalize(post_obs)
+err = expect_error(lambda: policy.get_action(features, masks=post_masks, hidden=hidden, deterministic=True), TypeError)
+print(f"{type(err).__name__}: {err}")
+assert "blueprint_indices" in str(err)
+
+err = expect_error(lambda: policy.forward(features.unsqueeze(1), masks=None, hidden=None), TypeError)
+print(f"{type(err).__name__}: {err}")
+assert "blueprint_indices" in str(err)
+
+# %% [markdown]
+# Indices of the wrong shape or type are rejected with a message too (for example the float tensor a hand-built
+# batch might produce, or one index per world instead of one per slot):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+err = expect_error(lambda: policy.get_action(features, post_idx.float(), post_masks, hidden), ValueError)
+print(f"{type(err).__name__}: {err}")
+err = expect_error(lambda: policy.get_action(features, post_idx[:, 0], post_masks, hidden), ValueError)
+print(f"{type(err).__name__}: {err}")
+
+# %% [markdown]
+# ## Recap
+#
+# - `batch_obs_to_features(reports)` returns `(obs [E, 121], blueprint_indices [E, 3])`; an index is the blueprint of
+#   the seed in that slot, -1 for an empty slot.
+# - One batched `get_action(normalised obs, blueprint_indices, masks, hidden)` per step drives E worlds; the
+#   normaliser is frozen during the rollout; the hidden state is carried and never reset inside the episode.
+# - The bootstrap uses the post-action features **and** indices, the carried hidden state and
+#   `deterministic=True`; a zero hidden state or pre-action features give a different, wrong value.
+# - Forgetting the indices cannot go unnoticed: it is a `TypeError` that names `blueprint_indices`.
+#
+# Next: [04_rollout_buffer.ipynb](04_rollout_buffer.ipynb) looks inside the buffer the rollout filled.

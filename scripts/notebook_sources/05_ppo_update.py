@@ -1,0 +1,232 @@
+# Source of notebooks/05_ppo_update.ipynb (build: .venv/bin/python scripts/build_notebooks.py 05)
+
+# %% [markdown]
+# # 05 · The PPO update (Phase 4, Step 5)
+#
+# **What you will learn**
+#
+# - how the update re-runs each stored episode through `evaluate_actions` **with the stored op and the stored
+#   blueprint indices**, and why the first pass must reproduce the rollout exactly (every ratio equal to 1);
+# - what breaks that check: indices the policy never saw, or an observation the policy never saw;
+# - per-head advantages from the one head-relevance table: a head is credited only on the steps where it mattered;
+# - the approximate KL `(r − 1) − log r`, checked **before** each optimizer step;
+# - one full update on a real rollout, and the metrics it reports.
+#
+# **Modules explained:** [esper_lab/rl/ppo.py](../esper_lab/rl/ppo.py) (`PPOUpdater`),
+# [esper_lab/rl/advantages.py](../esper_lab/rl/advantages.py) (`per_head_advantages`),
+# [esper_lab/actions.py](../esper_lab/actions.py) (`HEAD_RELEVANCE`, `causal_masks`) and, for the rollout,
+# [esper_lab/rl/trainer.py](../esper_lab/rl/trainer.py). Seed documents: the addendum's Step 5; esper_facts
+# section 7.
+
+# %%
+import os
+
+SIZE = os.environ.get("ESPER_LAB_NB_SIZE", "full")  # "ci" under `make test`, "full" for the committed outputs
+assert SIZE in ("ci", "full"), SIZE
+
+import torch
+from IPython.display import Markdown, display
+
+from esper_lab.notebook_helpers import by_size, markdown_table, setup
+
+setup(seed=0, threads=2)
+print("notebook size:", SIZE)
+
+# %% [markdown]
+# ## 1. A real rollout to update on
+#
+# The trainer collects one episode in every world (notebook 03 walks through it) and leaves it in its buffer. At
+# `full` size this is the `demo` preset (4 worlds × 30 epochs, the Phase 4 network); at `ci` size the `tiny` preset.
+
+# %%
+from esper_lab.config import preset
+from esper_lab.rl.trainer import Trainer
+
+cfg = preset(by_size(SIZE, ci="tiny", full="demo"), seed=0)
+trainer = Trainer(cfg)  # no run directory: nothing is written
+rollout = trainer.collect()
+batch = trainer.buffer.batched()
+net = trainer.bundle.network
+E, T = batch.num_envs, batch.num_steps
+print(f"{E} worlds × {T} steps, network {cfg.policy.feature_dim}/{cfg.policy.lstm_hidden_dim}, critic {net.critic}")
+print("episode returns:", [round(x, 2) for x in rollout.episode_returns.tolist()])
+
+# %% [markdown]
+# ## 2. `evaluate_actions` with the stored op and the stored indices: every ratio is 1
+#
+# The update calls, for a minibatch of whole episodes,
+#
+# ```python
+# out = network.evaluate_actions(mb.obs, mb.blueprint_indices, mb.actions, hidden=mb.initial_hidden, masks=mb.masks)
+# ratio[head] = exp(out.log_probs[head] - mb.log_probs[head])
+# ```
+#
+# (the addendum's Step 5: `blueprint_indices` from the buffer batch). Before any optimizer step the weights are the
+# ones that acted, so replaying the stored inputs must give back the stored log-probs and values: every ratio is
+# exactly 1 and `out.value` is the stored Q(s, stored op). This is the cheapest end-to-end test of Steps 3 to 5:
+# a wrong obs, wrong indices, a wrong hidden state or a wrong op anywhere on the way shows up here.
+
+# %%
+from esper_lab.actions import HEAD_NAMES, causal_masks
+
+out = net.evaluate_actions(batch.obs, batch.blueprint_indices, batch.actions, hidden=batch.initial_hidden,
+                           masks=batch.masks)
+ratios = {h: (out.log_probs[h] - batch.log_probs[h]).exp() for h in HEAD_NAMES}
+max_dev = max((r - 1).abs().max().item() for r in ratios.values())
+print(f"max |ratio − 1| over all heads and steps: {max_dev:.2e}")
+print(f"max |value − stored value|: {(out.value - batch.values).abs().max().item():.2e}")
+assert max_dev < 1e-4
+assert torch.allclose(out.value, batch.values, atol=1e-5)
+q_stored_op = batch.op_values.gather(-1, batch.actions["op"].unsqueeze(-1)).squeeze(-1)
+assert torch.allclose(out.value, q_stored_op, atol=1e-5)  # critic q_op: value = Q(s, the STORED op)
+
+# %% [markdown]
+# What the check catches. Re-run the same episodes with blueprint indices the policy never saw (every slot "empty"),
+# or with the raw observation instead of the normalised one the policy acted on (the bug Esper fixed in c183555b):
+# the ratios move away from 1 although no weight changed, and PPO would treat that drift as a policy change.
+
+# %%
+wrong_idx = torch.full_like(batch.blueprint_indices, -1)
+out_idx = net.evaluate_actions(batch.obs, wrong_idx, batch.actions, hidden=batch.initial_hidden, masks=batch.masks)
+raw_obs = rollout.raw_obs.reshape(T, E, -1).transpose(0, 1)  # the un-normalised features, [E, T, D]
+trainer.obs_norm.update(rollout.raw_obs)  # what the trainer does just before the update: now normalised != raw
+renormalised = trainer.obs_norm.normalize(raw_obs)
+out_obs = net.evaluate_actions(renormalised, batch.blueprint_indices, batch.actions, hidden=batch.initial_hidden,
+                               masks=batch.masks)
+rows = []
+for label, o in (("stored obs + stored indices", out), ("indices all -1", out_idx),
+                 ("obs re-normalised with updated statistics", out_obs)):
+    dev = max((o.log_probs[h] - batch.log_probs[h]).exp().sub(1).abs().max().item() for h in HEAD_NAMES)
+    rows.append({"replayed with": label, "max |ratio − 1|": f"{dev:.2e}",
+                 "max |value − stored|": f"{(o.value - batch.values).abs().max().item():.2e}"})
+display(Markdown(markdown_table(rows)))
+uses_slots = bool((batch.blueprint_indices >= 0).any())
+if uses_slots:
+    assert (out_idx.value - batch.values).abs().max().item() > 1e-4
+assert (out_obs.value - batch.values).abs().max().item() > 1e-4
+
+# %% [markdown]
+# (The buffer stored the obs normalised with the statistics frozen during the rollout; the trainer updates the
+# normaliser only after the rollout, so `batch.obs` stays what the policy saw.)
+#
+# ## 3. Per-head advantages from the head-relevance table
+#
+# A step's advantage says how much better the whole action turned out than the baseline. But an action has eight
+# heads, and for most ops most heads did nothing: the blueprint choice of a WAIT step changed nothing in the world.
+# Crediting it anyway adds pure noise to that head's gradient. So each head gets `advantage × relevant(head, op)`,
+# with relevance read from the one table in `actions.py` (notebook 00 draws it), and each head's loss is averaged
+# only over its relevant steps.
+
+# %%
+from esper_lab.rl.advantages import compute_gae, per_head_advantages
+
+adv, ret = compute_gae(batch.rewards, batch.values, batch.dones, batch.truncated, batch.bootstrap_values,
+                       cfg.ppo.gamma, cfg.ppo.gae_lambda)  # [E, T]
+head_adv = per_head_advantages(adv, batch.actions["op"])
+relevant = causal_masks(batch.actions["op"])
+rows = [{"head": h, "relevant steps": f"{int(relevant[h].sum())} / {E * T}",
+         "share": f"{100 * relevant[h].float().mean().item():.0f}%",
+         "mean |advantage| where relevant": round(adv.abs()[relevant[h]].mean().item(), 3) if relevant[h].any() else "-"}
+        for h in HEAD_NAMES]
+display(Markdown(markdown_table(rows)))
+assert torch.equal(head_adv["op"], adv)  # the op head matters for every op
+for h in HEAD_NAMES:
+    assert torch.equal(head_adv[h], adv * relevant[h]) and head_adv[h][~relevant[h]].eq(0).all()
+
+# %%
+from esper_lab.actions import LifecycleOp
+
+counts = torch.bincount(batch.actions["op"].flatten(), minlength=len(LifecycleOp))
+print("ops in this rollout:", {op.name: int(counts[op]) for op in LifecycleOp})
+
+# %% [markdown]
+# ## 4. Approximate KL, checked before the step
+#
+# After each minibatch's forward pass, and **before** its optimizer step, the update estimates how far the policy
+# has moved from the one that collected the data, per head `KL ≈ mean((r − 1) − log r)` over the head's relevant
+# steps (non-negative for every sample, unbiased, low variance). Above 1.5 × `target_kl` the update stops and that
+# step never happens. Esper first checked it *after* `optimizer.step()`, so with one epoch the check could never
+# prevent anything (BUG-003).
+#
+# On the first minibatch every ratio is 1, so the estimate is exactly 0:
+
+# %%
+kl_terms = {h: ((ratios[h] - 1) - ratios[h].log())[relevant[h]] for h in HEAD_NAMES}
+kl_first = sum(t.sum() for t in kl_terms.values()) / sum(t.numel() for t in kl_terms.values())
+print(f"approximate KL before any step: {kl_first.item():.2e}")
+assert abs(kl_first.item()) < 1e-6
+
+# %% [markdown]
+# With an absurdly small `target_kl`, the first minibatch still steps (its KL is 0) and the second one stops the
+# update before its step: one optimizer step in total, although K epochs × minibatches were planned.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+import copy
+import dataclasses
+
+from esper_lab.rl.ppo import PPOUpdater
+
+strict_net = copy.deepcopy(net)
+strict = PPOUpdater(strict_net, dataclasses.replace(cfg.ppo, target_kl=1e-9, epochs=2, minibatches=1))
+m = strict.update(trainer.buffer)
+print("planned steps:", 2 * 1, "| optimizer steps taken:", m["optimizer_steps"], "| early stopped:", m["early_stopped"])
+assert m["early_stopped"] and m["optimizer_steps"] == 1
+
+# %% [markdown]
+# ## 5. One update
+#
+# Now the real thing, with the preset's settings: K epochs over minibatches of whole episodes, clipped per-head
+# surrogates, the value loss (clipped around the stored values), the entropy bonus with the Phase 5 per-head
+# multipliers, gradient clipping. `update()` returns one metrics record.
+
+# %%
+before = {n: p.detach().clone() for n, p in net.named_parameters()}
+metrics = trainer.updater.update(trainer.buffer)
+shown = ["policy_loss", "value_loss", "entropy_loss", "approx_kl", "clip_fraction", "explained_variance",
+         "grad_norm_total", "q_spread", "q_variance", "epochs_completed", "optimizer_steps", "early_stopped",
+         "ratio_first"]
+display(Markdown(markdown_table([{"metric": k, "value": metrics[k]} for k in shown])))
+
+# %%
+import math
+
+assert metrics["ratio_first"] < 1e-4  # the first evaluation reproduced the rollout
+assert metrics["optimizer_steps"] >= 1 and metrics["epochs_completed"] <= cfg.ppo.epochs
+assert all(math.isfinite(metrics[k]) for k in ("policy_loss", "value_loss", "entropy_loss", "approx_kl", "grad_norm_total"))
+if metrics["early_stopped"]:
+    assert metrics["optimizer_steps"] < cfg.ppo.epochs * cfg.ppo.minibatches
+moved = [n for n, p in net.named_parameters() if not torch.equal(p, before[n])]
+assert "value_head.0.weight" in moved and "heads.op.2.weight" in moved
+print(f"{len(moved)} of {len(before)} parameter tensors changed")
+
+# %% [markdown]
+# After the update the same episodes give ratios spread around 1, mostly inside the clip range [0.8, 1.2] (that is
+# what the clipped surrogate and the KL stop are for), and a small positive KL:
+
+# %%
+from esper_lab.notebook_helpers import box_figure
+
+after = net.evaluate_actions(batch.obs, batch.blueprint_indices, batch.actions, hidden=batch.initial_hidden,
+                             masks=batch.masks)
+ratios_after = {h: (after.log_probs[h] - batch.log_probs[h]).exp()[relevant[h]] for h in HEAD_NAMES}
+kl_after = sum(((r - 1) - r.log()).sum() for r in ratios_after.values()) / sum(r.numel() for r in ratios_after.values())
+print(f"approximate KL after the update: {kl_after.item():.4f}")
+assert kl_after.item() >= 0
+box_figure({h: r.tolist() for h, r in ratios_after.items() if r.numel()},
+           "Per-head ratio π_new / π_old on the steps where the head mattered", "ratio", hlines=(0.8, 1.0, 1.2))
+
+# %% [markdown]
+# ## Recap
+#
+# - The update replays each stored episode as one sequence from its stored initial hidden state, with the stored
+#   (normalised) obs, the stored **blueprint indices** and the stored **op**; before any step every ratio is 1 and
+#   the value equals the stored Q(s, stored op). Wrong indices or a re-normalised obs break that at once.
+# - Per-head advantages come from `HEAD_RELEVANCE`: the op head always gets the advantage; the others only on the
+#   steps where their choice mattered, and their losses average over those steps only.
+# - The approximate KL `(r − 1) − log r` is checked before each optimizer step; a step that would overshoot
+#   1.5 × `target_kl` never happens.
+# - One update reports losses, KL, clip fraction, explained variance, gradient norms and `q_spread`; notebook 07
+#   follows them over a whole training run.
+#
+# Next: [06_tests_and_validation.ipynb](06_tests_and_validation.ipynb) ticks the addendum's success criteria.
