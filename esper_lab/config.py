@@ -14,6 +14,7 @@ from typing import Any
 from esper_lab.env.reward import RewardConfig
 
 CRITIC_MODES = ("q_op", "v", "q_marginal")
+BACKENDS = ("local", "ray")
 
 
 class ConfigError(ValueError):
@@ -106,6 +107,16 @@ class TrainConfig:
     """Write checkpoint.pt every N updates (and at the end)."""
     torch_threads: int = 2
     """torch.set_num_threads for the trainer process."""
+    backend: str = "local"
+    """Where the worlds run: 'local' (in this process) or 'ray' (one or more Ray actors)."""
+    ray_address: str | None = None
+    """Ray cluster to join (e.g. 'ray://head:10001' or 'auto'); None starts a local Ray instance sized to this machine."""
+    workers: int | None = None
+    """Ray actors to spread the worlds over (None = one per world)."""
+    ray_cpus_per_actor: float = 1.0
+    """CPUs each Ray actor requests."""
+    ray_gpus_per_actor: float = 0.0
+    """GPUs each Ray actor requests (0 on CPU-only clusters)."""
     world: WorldConfig = field(default_factory=WorldConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -167,8 +178,23 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
         if not hasattr(target, attr):
             raise ConfigError(f"unknown config field {key!r}")
         setattr(target, attr, value)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Raise `ConfigError` naming the first field that cannot work."""
     if cfg.policy.critic not in CRITIC_MODES:
         raise ConfigError(f"unknown critic {cfg.policy.critic!r}; choose one of {CRITIC_MODES}")
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {cfg.backend!r}; choose one of {BACKENDS}")
+    for name in ("num_envs", "updates", "snapshot_every", "checkpoint_every", "torch_threads"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.world.max_epochs < 2:
+        raise ConfigError(f"world.max_epochs must be at least 2, got {cfg.world.max_epochs}")
+    if cfg.num_envs % cfg.ppo.minibatches:
+        raise ConfigError(f"num_envs ({cfg.num_envs}) must be a multiple of ppo.minibatches ({cfg.ppo.minibatches})")
     return cfg
 
 

@@ -21,7 +21,7 @@ import torch
 
 from esper_lab.actions import HEAD_NAMES, LifecycleOp
 from esper_lab.config import TrainConfig
-from esper_lab.env.vector import VectorEnv
+from esper_lab.env.backends import make_vector_env
 from esper_lab.features import OBS_DIM, batch_obs_to_features
 from esper_lab.policy.bundle import LSTMPolicyBundle
 from esper_lab.rl import probes
@@ -66,7 +66,7 @@ class Trainer:
         torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
         self.cfg = cfg
-        self.envs = VectorEnv(cfg.world, cfg.num_envs, cfg.seed)
+        self.envs = make_vector_env(cfg)
         self.bundle = LSTMPolicyBundle.from_config(OBS_DIM, cfg.policy, num_slots=NUM_SLOTS)
         self.updater = PPOUpdater(self.bundle, cfg.ppo)
         self.obs_norm = RunningMeanStd(OBS_DIM)
