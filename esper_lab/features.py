@@ -171,7 +171,8 @@ def slot_features(s, max_epochs: int) -> list[float]:
     stage = [0.0] * NUM_STAGES
     stage[STAGE_TO_INDEX[s.stage]] = 1.0
     contribution = 0.0 if s.contribution is None else _clamp(s.contribution / CONTRIBUTION_SCALE)
-    grad = _clamp(s.gradient_norm, 0.0, GRADIENT_NORM_CAP) / GRADIENT_NORM_CAP if math.isfinite(s.gradient_norm) else 0.0
+    finite = math.isfinite(s.gradient_norm)
+    grad = _clamp(s.gradient_norm, 0.0, GRADIENT_NORM_CAP) / GRADIENT_NORM_CAP if finite else 0.0
     since = s.epochs_since_counterfactual
     return [
         1.0,

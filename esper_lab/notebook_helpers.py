@@ -145,9 +145,9 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | N
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return "nan" if v != v else f"{v:.4g}"
-        return str(v)
+        return str(v).replace("|", "\\|")  # a literal | would split the cell
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(fmt(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 

@@ -10,6 +10,7 @@ from esper_lab.actions import HEAD_NAMES, CNN_BLUEPRINTS, LifecycleOp, SeedStage
 from esper_lab.config import WorldConfig
 from esper_lab.env.morpho_env import Action, World
 from esper_lab.evaluate import evaluate_policies, format_table
+from esper_lab.features import batch_obs_to_features
 from esper_lab.policy.baselines import HeuristicPolicy, Policy, RandomLegalPolicy, WaitPolicy, make_baseline
 
 CFG = WorldConfig(max_epochs=6)
@@ -25,7 +26,7 @@ def legal_action(world: World, op: LifecycleOp, slot: int) -> bool:
     return world._is_legal(Action.from_heads([values[h] for h in HEAD_NAMES], len(world.slots)))
 
 
-@settings(max_examples=8, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(episode_seed=st.integers(0, 2**31 - 1), data=st.data())
 def test_masked_actions_always_execute_and_allowed_ops_are_executable(episode_seed, data):
     """Random legal play chosen by hypothesis: every op the mask allows has a slot where the world executes it, and
@@ -44,6 +45,8 @@ def test_masked_actions_always_execute_and_allowed_ops_are_executable(episode_se
         _, done, info = world.step([heads[h] for h in HEAD_NAMES])
         assert not info["illegal"] and info["executed_op"] == op.name
         report = world.report()
+        obs, _ = batch_obs_to_features([report])
+        assert bool(((obs >= -1) & (obs <= 1)).all())  # the gym Box bounds hold in every reachable state
 
 
 def test_random_legal_policy_never_executes_an_illegal_action():

@@ -9,7 +9,7 @@ from gymnasium.utils.env_checker import check_env
 
 from esper_lab.actions import HEAD_NAMES, BlueprintAction, GerminationStyle, LifecycleOp, SeedStage, TempoAction
 from esper_lab.config import WorldConfig
-from esper_lab.env.morpho_env import MorphoEnv, World
+from esper_lab.env.morpho_env import MorphoEnv, World, WorldAdam
 from esper_lab.env.reward import REWARD_TERMS
 from esper_lab.env.timing import bench_env
 from esper_lab.env.vector import VectorEnv
@@ -99,7 +99,9 @@ def test_info_events_and_episode_summary():
     world.reset(1)
     infos = []
     for action in [act(LifecycleOp.GERMINATE, slot=2), act(LifecycleOp.ADVANCE, slot=2)] + [WAIT] * 4:
-        infos.append(world.step(action)[2])
+        reward, _, info = world.step(action)
+        assert reward == pytest.approx(sum(info["reward_terms"].values()))
+        infos.append(info)
     assert [info["epoch"] for info in infos] == [1, 2, 3, 4, 5, 6]
     assert set(infos[0]["reward_terms"]) == set(REWARD_TERMS)
     assert {"val_acc", "val_loss", "executed_op", "illegal", "success", "events"} <= set(infos[0])
@@ -163,3 +165,22 @@ def test_bench_env_reports_the_split():
     result = bench_env(WorldConfig(max_epochs=4), steps=3, seed=0)
     assert {"train_ms", "validate_ms", "features_ms", "total_ms"} <= set(result)
     assert result["total_ms"] >= result["train_ms"] > 0
+
+
+def test_world_adam_matches_torch_adam_and_skips_unwired_params():
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(s)) for s in [(4, 4), (4,), (10, 3)]]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    opt_ours, opt_ref = WorldAdam(ours[:2], lr=3e-3), torch.optim.Adam(ref[:2], lr=3e-3)
+    opt_ours.add(ours[2:])
+    opt_ref.add_param_group({"params": ref[2:]})
+    for step in range(12):
+        for params, opt in [(ours, opt_ours), (ref, opt_ref)]:
+            opt.zero_grad()
+            used = params if step % 3 else params[:2]  # the third tensor sometimes gets no gradient
+            sum((p ** 2).sum() * (k + 1) for k, p in enumerate(used)).backward()
+            opt.step()
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+    opt_ours.remove(ours[2:])
+    assert len(opt_ours.params) == len(opt_ours.exp_avg) == 2

@@ -68,6 +68,7 @@ def test_markdown_table_and_checklist():
     table = nh.markdown_table([{"a": 1, "b": 0.123456}, {"a": 2, "b": float("nan")}])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.1235 |", "| 2 | nan |"]
     assert nh.markdown_table([]) == "(no rows)"
+    assert nh.markdown_table([{"|x|": "a|b"}]).splitlines()[::2] == ["| \\|x\\| |", "| a\\|b |"]
     text = nh.checklist_markdown([nh.Check("one", True, "ok"), nh.Check("two", False, "no")])
     assert text.splitlines() == ["- [x] **one**: ok", "- [ ] **two**: no"]
 

@@ -20,7 +20,7 @@ from esper_lab.env.reward import (
 )
 from esper_lab.env.slot import SlotReport
 
-CFG = RewardConfig()
+CFG = RewardConfig(contribution_weight=1.0, proxy_weight=0.3)  # Esper's unit weights: formulas read plainly
 HOST = 400
 
 
@@ -73,6 +73,7 @@ def test_gamma_equals_ppo_gamma():
 ])
 def test_bounded_attribution(c, p, expected):
     assert bounded_attribution(c, p, CFG) == pytest.approx(expected)
+    assert bounded_attribution(c, p, RewardConfig()) == pytest.approx(0.1 * expected)  # the calibrated default
 
 
 def test_attribution_sums_seeds_flips_on_prune_and_skips_fossils():

@@ -29,7 +29,7 @@ from esper_lab.env.slot import (
 C = 4
 
 
-def fresh_slot(style=GerminationStyle.LINEAR_ADD, tempo=3, target=1.0, blueprint=BlueprintAction.CONV_SMALL) -> SeedSlot:
+def fresh_slot(style=GerminationStyle.LINEAR_ADD, tempo=3, target=1.0, blueprint=BlueprintAction.CONV_SMALL):
     torch.manual_seed(0)
     slot = SeedSlot("r0c1", C)
     slot.germinate(make_seed(blueprint, C), nn.Linear(C, 1), style, tempo, target, acc_at_germination=50.0)

@@ -1,13 +1,61 @@
-"""Where the worlds run: one factory for every `VectorEnv` backend (the seam the trainer sees)."""
+"""Where the worlds run: one factory for every `VectorEnv` backend (the seam the trainer sees).
+
+Every backend has the same interface and gives the same numbers for the same config and seed:
+
+    reset(episode_seeds) -> list[WorldReport]          reports() -> list[WorldReport]
+    masks() -> {head: bool [E, k]}                     step(actions [E, 8]) -> (reports, rewards, term, trunc, infos)
+    close()                                             release workers (a no-op for 'local')
+
+'local' steps the worlds one after another in this process (`env/vector.py`); 'ray' puts them in Ray actors,
+stepped in parallel, on this machine or on a cluster (`env/ray_vector.py`, docs/scale-out.md).
+"""
 
 from __future__ import annotations
 
+from typing import Any, Protocol, Sequence
+
+import torch
+
 from esper_lab.config import TrainConfig
+from esper_lab.env.morpho_env import WorldReport
 from esper_lab.env.vector import VectorEnv
 
 
-def make_vector_env(cfg: TrainConfig) -> VectorEnv:
-    """The trainer's worlds for `cfg.backend`: 'local' steps them in this process."""
+class WorldBatch(Protocol):
+    """What the trainer uses of a vector env."""
+
+    num_envs: int
+
+    def reset(self, episode_seeds: Sequence[int] | None = None) -> list[WorldReport]: ...
+
+    def reports(self) -> list[WorldReport]: ...
+
+    def masks(self) -> dict[str, torch.Tensor]: ...
+
+    def step(
+        self, actions: torch.Tensor
+    ) -> tuple[list[WorldReport], torch.Tensor, torch.Tensor, torch.Tensor, list[dict[str, Any]]]: ...
+
+
+def make_vector_env(cfg: TrainConfig) -> WorldBatch:
+    """The trainer's worlds for `cfg.backend`: 'local' steps them in this process; 'ray' in Ray actors (starting a
+    local Ray instance, or joining `cfg.ray_address`). Without Ray installed, 'ray' raises `BackendUnavailable`
+    (a `ConfigError`) saying `pip install -e '.[ray]'`."""
     if cfg.backend == "local":
         return VectorEnv(cfg.world, cfg.num_envs, cfg.seed)
-    raise ValueError(f"backend {cfg.backend!r} is not available in this build; use 'local'")
+    if cfg.backend == "ray":
+        from esper_lab.env.ray_vector import RayVectorEnv
+
+        return RayVectorEnv(
+            cfg.world, cfg.num_envs, cfg.seed,
+            address=cfg.ray_address, workers=cfg.workers,
+            cpus_per_actor=cfg.ray_cpus_per_actor, gpus_per_actor=cfg.ray_gpus_per_actor,
+        )
+    raise ValueError(f"unknown backend {cfg.backend!r}; choose 'local' or 'ray'")
+
+
+def close_vector_env(envs: Any) -> None:
+    """Release a vector env's workers if it has any (`close()`); local envs have nothing to release."""
+    close = getattr(envs, "close", None)
+    if callable(close):
+        close()

@@ -1,12 +1,13 @@
 """Seed modules: one factory per CNN blueprint (Esper's Kasmina blueprint registry, scaled to 8x8 digits).
 
-Every seed maps `[B, C, 4, 4] -> [B, C, 4, 4]` (all injection points are 4x4) and is residual inside: `seed(x) = x + residual(x)`. The last layer
-of each residual branch starts small (x0.1), so a fresh seed is close to the identity but every layer already gets
-gradient. The slot uses `residual` directly (see `slot.py`), so the identity path always carries the live host
-activation while the seed's own function only ever sees the detached one.
+Every seed maps `[B, C, 4, 4] -> [B, C, 4, 4]` (all injection points are 4x4) and is residual inside:
+`seed(x) = x + residual(x)`. The last layer of each residual branch starts small (x0.1), so a fresh seed is close to
+the identity but every layer already gets gradient. The slot uses `residual` directly (see `slot.py`), so the
+identity path always carries the live host activation while the seed's own function only sees the detached one.
 
 Blueprints, smallest to largest at the default impaired width C=4 (see `blueprint_param_table`):
-norm < attention < depthwise < conv_small < bottleneck < conv_light < conv_heavy.
+norm 8 < attention 80 < depthwise 116 < conv_small 148 < conv_light 588 < bottleneck 660 < conv_heavy 1,172
+(the impaired host itself has 386).
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ post-tick state (Esper's BUG-022), and the final step's terminal reward uses the
 Determinism: each world owns a `torch.Generator` seeded with the episode seed (data order, and through
 `torch.random.fork_rng` the initial weights of the host and of every seed). The global torch RNG is neither read nor
 changed, so the same seed gives the same episode whatever else the process does.
+
+Speed (the step is dominated by per-op overhead, the tensors are tiny): a world runs its ops on `cfg.env_threads`
+torch threads (1; a second thread only adds waiting, badly so when other processes share the cores), unwired slots
+are left out of the forward pass, and `WorldAdam` updates host and seeds with one fused kernel call per minibatch.
 """
 
 from __future__ import annotations
@@ -65,6 +69,50 @@ from esper_lab import features
 PLATEAU_DELTA = 0.5  # an epoch that improves validation accuracy by less than this (pp) extends the plateau
 STABILIZE_WINDOW = 3  # host_stabilized: relative val-loss improvement over this many epochs...
 STABILIZE_THRESHOLD = 0.03  # ...below 3% (latched once reached)
+
+
+class WorldAdam:
+    """Adam (torch's defaults, no weight decay) over a list of parameters that grows at germination and shrinks when
+    a seed is cleared, as ONE fused kernel call per step. Same numbers as `torch.optim.Adam(fused=True)` (a test
+    checks it) without its per-step Python bookkeeping, which costs more than the kernel for this many small tensors.
+    Parameters without a gradient this step (a seed that is not wired in) are skipped, as `torch.optim` does."""
+
+    def __init__(self, params: Sequence[nn.Parameter], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.params: list[nn.Parameter] = []
+        self.exp_avg: list[torch.Tensor] = []
+        self.exp_avg_sq: list[torch.Tensor] = []
+        self.steps: list[torch.Tensor] = []
+        self.add(params)
+
+    def add(self, params: Sequence[nn.Parameter]) -> None:
+        for p in params:
+            self.params.append(p)
+            self.exp_avg.append(torch.zeros_like(p))
+            self.exp_avg_sq.append(torch.zeros_like(p))
+            self.steps.append(torch.zeros(()))
+
+    def remove(self, params: Sequence[nn.Parameter]) -> None:
+        gone = {id(p) for p in params}
+        keep = [i for i, p in enumerate(self.params) if id(p) not in gone]
+        for name in ("params", "exp_avg", "exp_avg_sq", "steps"):
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in keep])
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        params, steps = [self.params[i] for i in live], [self.steps[i] for i in live]
+        torch._foreach_add_(steps, 1.0)
+        torch._fused_adam_(
+            params, [p.grad for p in params], [self.exp_avg[i] for i in live], [self.exp_avg_sq[i] for i in live],
+            [], steps, lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
+            amsgrad=False, maximize=False,
+        )
 
 
 @contextmanager
@@ -183,7 +231,7 @@ class World:
         channels = self.host.injection_shape(DEFAULT_SLOT_IDS[0])[0]
         self.slots = [SeedSlot(slot_id, channels) for slot_id in DEFAULT_SLOT_IDS]
         self.slot_map = dict(zip(DEFAULT_SLOT_IDS, self.slots))
-        self.optimizer = torch.optim.Adam(self.host.parameters(), lr=self.cfg.host_lr, fused=True)
+        self.optimizer = WorldAdam(list(self.host.parameters()), lr=self.cfg.host_lr)
         self.seed_params_by_slot: dict[int, list[nn.Parameter]] = {}
         self.host_params = param_count(self.host)
         self.epoch, self.done = 0, False
@@ -281,7 +329,7 @@ class World:
             ALPHA_TARGET_VALUES[AlphaTargetAction(a.alpha_target)], acc_at_germination=self.val_accs[-1],
         )
         params = [*seed.parameters(), *gate.parameters()]
-        self.optimizer.param_groups[0]["params"].extend(params)  # one group: one fused Adam call per minibatch
+        self.optimizer.add(params)
         self.seed_params_by_slot[a.slot] = params
         self.seeds_germinated += 1
 
@@ -298,11 +346,7 @@ class World:
 
     def _drop_seed_params(self, slot_index: int) -> None:
         """Remove a cleared seed's parameters and Adam state from the optimizer."""
-        gone = {id(p) for p in self.seed_params_by_slot.pop(slot_index)}
-        group = self.optimizer.param_groups[0]
-        group["params"] = [p for p in group["params"] if id(p) not in gone]
-        for p in [p for p in self.optimizer.state if id(p) in gone]:
-            del self.optimizer.state[p]
+        self.optimizer.remove(self.seed_params_by_slot.pop(slot_index))
 
     def _step_info(self, a, requested, executed, legal, succeeded, terms: RewardBreakdown, events) -> dict:
         return {
@@ -341,7 +385,7 @@ class World:
         bs, total = self.cfg.host_batch_size, torch.zeros(())
         for i in range(0, len(y), bs):
             loss = F.cross_entropy(self.host(x[i:i + bs], wired), y[i:i + bs])
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
             total += loss.detach() * len(y[i:i + bs])
@@ -359,27 +403,32 @@ class World:
 
     @torch.inference_mode()
     def _validate(self) -> tuple[float, float]:
-        """Validation loss and accuracy (percent); counterfactual contributions and pairwise interactions of every
-        seed from BLENDING on (accuracy with the seed minus accuracy with its alpha forced to 0)."""
+        """Validation loss and accuracy (percent); then every measured seed's counterfactual."""
         x, y = self.data.x_val, self.data.y_val
         logits = self.host(x, self.slot_map)  # [N_val, 10]
         loss, acc = F.cross_entropy(logits, y).item(), _accuracy(logits, y)
-        measured = [s.slot_id for s in self.slots if s.stage in COUNTERFACTUAL_STAGES]
-        without = {frozenset({sid}): _accuracy(self.host(x, self.slot_map, skip={sid}), y) for sid in measured}
-        for sid in measured:
-            self.slot_map[sid].record_counterfactual(acc - without[frozenset({sid})])
-        if self.cfg.interactions:
-            pairs = {frozenset({a, b}) for a in measured for b in measured if a != b}
-            without.update({p: _accuracy(self.host(x, self.slot_map, skip=p), y) for p in pairs})
-        for sid in measured:
-            others = [o for o in measured if o != sid] if self.cfg.interactions else []
-            self.slot_map[sid].interaction_sum = sum(
-                acc - without[frozenset({sid})] - without[frozenset({o})] + without[frozenset({sid, o})] for o in others
-            )
+        self._measure_counterfactuals(acc)
         return loss, acc
 
+    def _measure_counterfactuals(self, acc: float) -> None:
+        """For every seed from BLENDING on: contribution = accuracy with it minus accuracy with its alpha forced to
+        0 (pp); with `cfg.interactions`, also the pairwise interaction sum
+        `sum_j [acc - acc(-i) - acc(-j) + acc(-i,-j)]`."""
+        x, y = self.data.x_val, self.data.y_val
+        measured = [s.slot_id for s in self.slots if s.stage in COUNTERFACTUAL_STAGES]
+        groups = [frozenset({sid}) for sid in measured]
+        if self.cfg.interactions:
+            groups += list({frozenset({a, b}) for a in measured for b in measured if a != b})
+        without = {g: _accuracy(self.host(x, self.slot_map, skip=g), y) for g in groups}
+        for sid in measured:
+            slot, alone = self.slot_map[sid], without[frozenset({sid})]
+            slot.record_counterfactual(acc - alone)
+            others = [o for o in measured if o != sid] if self.cfg.interactions else []
+            slot.interaction_sum = sum(acc - alone - without[frozenset({o})] + without[frozenset({sid, o})]
+                                       for o in others)
+
     def _record_signals(self, train_loss: float, val_loss: float, val_acc: float) -> None:
-        prev_acc = self._prev(self.val_accs)
+        prev_acc = self.val_accs[-1] if self.val_accs else 0.0
         self.train_loss = train_loss
         self.val_losses.append(val_loss)
         self.val_accs.append(val_acc)
@@ -391,7 +440,8 @@ class World:
 
     @staticmethod
     def _prev(values: list[float]) -> float:
-        return values[-2] if len(values) > 1 else values[-1] if values else 0.0
+        """The value before the latest (the latest itself on the first epoch)."""
+        return values[-2] if len(values) > 1 else values[-1]
 
     # -- what others read -----------------------------------------------------------------------------------------
 

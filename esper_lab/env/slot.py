@@ -24,6 +24,9 @@ Gates are permissive (the RL default): G1 GERMINATED->TRAINING always; G2 TRAINI
 `MIN_TRAINING_EPOCHS` epochs in TRAINING; G3 BLENDING->HOLDING when alpha has reached a target of 1.0 in HOLD mode;
 G5 HOLDING->FOSSILIZED when a counterfactual exists, no prune is pending and the gradients are finite.
 A gate that fails leaves the seed where it is and returns False; it is not an error.
+
+Timers (run by `step_epoch`, once per epoch after the action): a PRUNED seed is EMBARGOED at the next tick, stays
+EMBARGOED for `EMBARGO_EPOCHS`, is RESETTING for one epoch, and then the slot is empty (DORMANT) and can germinate.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ import torch
 import torch.nn as nn
 
 from esper_lab.actions import (
-    ALPHA_CURVE_STEEPNESS,
+    ACTIVE_STAGES,
     ADVANCEABLE_STAGES,
+    ALPHA_CURVE_STEEPNESS,
     EMBARGO_EPOCHS,
     PRUNABLE_STAGES,
     RETARGETABLE_STAGES,
@@ -60,11 +64,9 @@ RESETTING_EPOCHS = 1  # RESETTING -> DORMANT (empty) after this many epochs
 DEFAULT_SIGMOID_STEEPNESS = 12.0  # the tempo ramp of a SIGMOID_* style
 GRAD_VANISHING = 1e-7  # seed gradient norm below this counts as vanishing
 GRAD_EXPLODING = 10.0  # seed gradient norm above this counts as exploding
-FORWARD_STAGES = frozenset({SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED})
-COUNTERFACTUAL_STAGES = frozenset({SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED})
-LIVE_STAGES = frozenset(
-    {SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED}
-)
+FORWARD_STAGES = ACTIVE_STAGES  # stages whose seed is wired into the host's forward pass (and trains)
+COUNTERFACTUAL_STAGES = ACTIVE_STAGES - {SeedStage.TRAINING}  # measured with alpha forced to 0 every epoch
+LIVE_STAGES = ACTIVE_STAGES | {SeedStage.GERMINATED}  # a seed that is part of the model (not failed)
 _TIMED_STAGES = {
     SeedStage.PRUNED: (PRUNED_EPOCHS, SeedStage.EMBARGOED),
     SeedStage.EMBARGOED: (EMBARGO_EPOCHS, SeedStage.RESETTING),

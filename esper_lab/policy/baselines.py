@@ -195,7 +195,8 @@ class HeuristicPolicy:
             op = self._manage(seed, report.val_acc) if seed is not None else None
             if op is not None and report.can_execute(op, i):
                 if op == LifecycleOp.PRUNE:
-                    mem.penalties[int(seed.blueprint)] = mem.penalties.get(int(seed.blueprint), 0.0) + self.cfg.prune_penalty
+                    bp = int(seed.blueprint)
+                    mem.penalties[bp] = mem.penalties.get(bp, 0.0) + self.cfg.prune_penalty
                 return op, i, None
         empty = [i for i, s in enumerate(report.slots) if s is None and report.can_execute(LifecycleOp.GERMINATE, i)]
         if empty and self._should_germinate(report):

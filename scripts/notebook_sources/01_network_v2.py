@@ -74,8 +74,9 @@ assert total == sum(top.values())
 assert top["blueprint_embedding"] == 14 * 4                    # 13 blueprints + the learned null row, 4 dims each
 assert heads["heads.blueprint"] == 512 * 512 + 512 + 512 * 256 + 256 + 256 * 13 + 13   # the 3-layer head
 assert top["value_head"] == (512 + NUM_OPS) * 256 + 256 + 256 + 1                     # (512 + 6) -> 256 -> 1
-# With the Phase 4 addendum's 114-dim observation the same architecture has esper_facts' 3,625,314 parameters.
-assert sum(p.numel() for p in FactoredRecurrentActorCritic(114).parameters()) == 3_625_314
+# With the Phase 4 addendum's 114-dim observation, 7 fewer inputs to the feature net's Linear(., 512): esper_facts'
+# figure for the Phase 4 network, 3,625,314 parameters.
+assert total - 7 * 512 == 3_625_314
 print(f"total {total:,}; the LSTM alone {lstm:,} = {100 * lstm / total:.0f}% of it")
 
 # %%
@@ -206,7 +207,8 @@ torch._logging.set_logs(dynamo=logging.ERROR, inductor=logging.ERROR)  # graph-b
 if SIZE == "full":
     bench_net, backend, repeats, (Bc, Tc) = net, "inductor", 12, (4, 30)
 else:
-    bench_net, backend, repeats, (Bc, Tc) = FactoredRecurrentActorCritic(OBS_DIM, feature_dim=32, lstm_hidden_dim=32), "eager", 3, (2, 8)
+    # ci: check that both variants compile, on a small network with the cheap `eager` backend; no timing
+    bench_net, backend, repeats, (Bc, Tc) = FactoredRecurrentActorCritic(OBS_DIM, feature_dim=32, lstm_hidden_dim=32), "eager", 0, (2, 8)
 
 ForwardDict = TypedDict("ForwardDict", {name: object for name in ForwardOutput._fields})
 
@@ -253,15 +255,19 @@ def train_step_ms(fn):
 
 variants = {"NamedTuple eager": as_namedtuple, "TypedDict eager": as_typeddict,
             "NamedTuple compiled": compiled["NamedTuple"], "TypedDict compiled": compiled["TypedDict"]}
-for fn in variants.values():
-    train_step_ms(fn)  # warm-up (and a recompile of the variant whose cache the second reset cleared)
-times = {name: [] for name in variants}
-for _ in range(repeats):  # interleaved: A, B, A, B, ...
-    for name, fn in variants.items():
-        times[name].append(train_step_ms(fn))
-medians = {name: statistics.median(ts) for name, ts in times.items()}
-rows = [{"variant": k, "median ms (forward + backward)": round(v, 2)} for k, v in medians.items()]
-display(Markdown(f"backend `{backend}`, batch {Bc} × {Tc} steps, {repeats} interleaved repeats\n\n" + markdown_table(rows)))
+medians = {}
+if repeats:
+    for fn in variants.values():
+        train_step_ms(fn)  # warm-up (and a recompile of the variant whose cache the second reset cleared)
+    times = {name: [] for name in variants}
+    for _ in range(repeats):  # interleaved: A, B, A, B, ...
+        for name, fn in variants.items():
+            times[name].append(train_step_ms(fn))
+    medians = {name: statistics.median(ts) for name, ts in times.items()}
+    best = {name: min(ts) for name, ts in times.items()}  # the least disturbed run of each variant
+    rows = [{"variant": k, "median ms": round(medians[k], 1), "best ms": round(best[k], 1)} for k in variants]
+    display(Markdown(f"forward + backward, backend `{backend}`, batch {Bc} × {Tc} steps, {repeats} interleaved "
+                     f"repeats\n\n" + markdown_table(rows)))
 print("graphs dynamo compiled:", graph_count, " first-call (compile) seconds:",
       {k: round(v, 1) for k, v in compile_seconds.items()})
 
@@ -274,16 +280,24 @@ torch.manual_seed(4)
 o_td = as_typeddict(s_c, b_c)
 assert all(torch.equal(getattr(o_nt, k), o_td[k]) for k in ForwardOutput._fields if k != "hidden")
 assert graph_count["NamedTuple"] == graph_count["TypedDict"] > 1
-speedup = medians["TypedDict compiled"] / medians["NamedTuple compiled"] - 1.0
-print(f"NamedTuple vs TypedDict, compiled training step: {100 * speedup:+.1f}% "
-      f"({'above' if speedup > 0.05 else 'below'} the addendum's 5% bar)")
+if medians:
+    # The two eager variants do identical tensor work, so their gap is the noise floor of this measurement.
+    noise = abs(best["TypedDict eager"] / best["NamedTuple eager"] - 1.0)
+    speedup = best["TypedDict compiled"] / best["NamedTuple compiled"] - 1.0  # > 0: NamedTuple faster
+    clears_bar = speedup > 0.05 and speedup > 2 * noise
+    display(Markdown(
+        f"**Measured:** compiled NamedTuple vs compiled TypedDict: {100 * speedup:+.1f}% (positive = NamedTuple "
+        f"faster); the noise floor (eager vs eager, identical work): {100 * noise:.1f}%. "
+        + ("The difference clears the addendum's 5% bar and the noise." if clears_bar else
+           "That is not a speedup the addendum would accept: it needs more than 5%, reproducibly, above the noise.")))
 
 # %% [markdown]
 # **Reading the measurement.** The container is a Python-level wrapper around the same tensors: dynamo flattens a
-# NamedTuple and a dict alike, the graph breaks are identical, and the compiled training step costs the same
-# within noise. (On the committed full run the difference was a few percent either way between runs, far from a
-# reproducible 5%.) So the addendum's rule, applied to Esper, says *keep the TypedDict*: its 30+ call sites would
-# have paid migration churn for no speed.
+# NamedTuple and a dict alike, so both variants compile into the same graphs with the same breaks and the compiled
+# code does identical work. On this shared 2-core machine timings move by several percent from run to run in
+# either direction; the eager pair above, which does exactly the same work twice, shows how much. The addendum's
+# rule, applied to Esper, therefore says *keep the TypedDict*: its 30+ call sites would have paid migration churn
+# for a difference the measurement cannot tell from noise.
 #
 # esper_lab has no legacy call sites, so the reason to keep a TypedDict does not exist here, and the lab follows
 # the plan's section 4d: `NamedTuple`s give attribute access (`out.value`), immutability, and an `EvaluateOutput`
