@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from esper_lab.config import CRITIC_MODES, PRESETS, PolicyConfig, TrainConfig, WorldConfig, field_help, preset
+from esper_lab.config import (CRITIC_MODES, PRESETS, ConfigError, PolicyConfig, TrainConfig, WorldConfig, field_help,
+                              preset)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASELINE_NAMES = ("heuristic", "random", "wait")
@@ -27,6 +28,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help=tc["seed"])
     p.add_argument("--num-envs", type=int, help=tc["num_envs"])
     p.add_argument("--max-epochs", type=int, help=wc["max_epochs"])
+    p.add_argument("--max-minutes", type=float, help=tc["max_minutes"])
+    p.add_argument("--threads", type=int, help=tc["torch_threads"])
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any other config field, e.g. --set ppo.epochs=1 --set world.host=strong (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -74,11 +79,32 @@ def build_parser() -> argparse.ArgumentParser:
 def train_config(args: argparse.Namespace) -> TrainConfig:
     overrides: dict[str, Any] = {}
     for arg, key in (("updates", "updates"), ("seed", "seed"), ("num_envs", "num_envs"),
-                     ("critic", "policy.critic"), ("max_epochs", "world.max_epochs")):
+                     ("critic", "policy.critic"), ("max_epochs", "world.max_epochs"),
+                     ("max_minutes", "max_minutes"), ("threads", "torch_threads")):
         value = getattr(args, arg)
         if value is not None:
             overrides[key] = value
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
+        overrides[key.strip()] = _parse_value(text.strip())
     return preset(args.preset, **overrides)
+
+
+def _parse_value(text: str) -> Any:
+    """'1' -> 1, '0.5' -> 0.5, 'true' -> True, 'none' -> None, anything else stays a string."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -92,6 +118,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = TrainConfig.from_dict(RunReader(args.run_dir).require().config())
         if args.updates is not None:
             cfg.updates = args.updates
+        if args.max_minutes is not None:
+            cfg.max_minutes = args.max_minutes
     else:
         cfg = train_config(args)
     run_dir = args.run_dir or runs_root() / f"{cfg.preset}-{cfg.policy.critic}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -186,7 +214,6 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "dashboard": cmd_dashb
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from esper_lab.config import ConfigError
     from esper_lab.runs import CheckpointError, RunDirError
 
     try:

@@ -107,6 +107,8 @@ class TrainConfig:
     """Write checkpoint.pt every N updates (and at the end)."""
     torch_threads: int = 2
     """torch.set_num_threads for the trainer process."""
+    max_minutes: float | None = None
+    """Stop (as finished) after the first update that ends past this wall-clock budget; None = run all updates."""
     backend: str = "local"
     """Where the worlds run: 'local' (in this process) or 'ray' (one or more Ray actors)."""
     ray_address: str | None = None

@@ -210,10 +210,11 @@ class Trainer:
         try:
             self._status("running", updates_total=total, started_at=time.time())
             self._write_baselines()
-            while self.update_idx < total:
+            deadline = None if self.cfg.max_minutes is None else time.monotonic() + 60 * self.cfg.max_minutes
+            while self.update_idx < total and (deadline is None or time.monotonic() < deadline):
                 record = self.train_step()
                 records.append(record)
-                last = self.update_idx == total
+                last = self.update_idx == total or (deadline is not None and time.monotonic() >= deadline)
                 if self.writer is not None and (self.update_idx % self.cfg.checkpoint_every == 0 or last):
                     self.save()
                 self._status("running", update=self.update_idx, updates_total=total)
