@@ -9,7 +9,9 @@ fossilize as in a real run); its time is not counted. env steps/s = worlds x ste
 
 Ray layouts: 'ray' = the default (one world per actor, as many actors as the CPUs hold at 1 CPU each, i.e. 2 actors
 here), 'ray-1pw' = one actor per world whatever the core count (ray_cpus_per_actor = cores / worlds).
-The overhead rows time `RayVectorEnv.echo`: each actor returns its last step's results without doing any work, so
+CPU ms per env step = CPU time of the trainer process during `step` plus that of every actor process, per world
+step: what a step costs whatever else shares the cores (the wall-clock figures depend on the machine's load, which
+is printed with each row). The overhead rows time `RayVectorEnv.echo`: each actor returns its last step's results without doing any work, so
 it is Ray's round trip (submit, schedule, serialise, ship, deserialise) for a real payload. Also printed: the
 pickled bytes one world sends and receives per step.
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 import torch
 
 from esper_lab.config import preset
-from esper_lab.env.ray_vector import RayVectorEnv
+from esper_lab.env.ray_vector import RayVectorEnv, connect
 from esper_lab.env.vector import VectorEnv
 from esper_lab.policy.baselines import HeuristicPolicy
 
@@ -43,17 +45,21 @@ def play(envs, steps: int, warmup: int, seed: int) -> dict[str, float]:
         reports, *_ = envs.step(policy.act(reports, envs.masks()))
     reports = envs.reset([seed + 100 + i for i in range(n)])
     policy.reset(n)
-    spent, wire = 0.0, []
+    spent, cpu, wire = 0.0, 0.0, []
+    actor_cpu0 = sum(envs.actor_cpu_seconds()) if hasattr(envs, "actor_cpu_seconds") else 0.0
     for _ in range(steps):
         actions = policy.act(reports, envs.masks())  # [n, 8]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         reports, rewards, _, truncated, infos = envs.step(actions)
-        spent += time.perf_counter() - t0
+        spent, cpu = spent + time.perf_counter() - t0, cpu + time.process_time() - c0
         wire.append(len(pickle.dumps((reports[0], float(rewards[0]), bool(truncated[0]), infos[0]))))
         if bool(truncated.all()):
             reports = envs.reset([seed + 200 + i for i in range(n)])
             policy.reset(n)
+    actor_cpu = sum(envs.actor_cpu_seconds()) - actor_cpu0 if hasattr(envs, "actor_cpu_seconds") else 0.0
     return {"seconds": spent, "steps_per_s": n * steps / spent, "ms_per_step": 1e3 * spent / steps,
+            "driver_cpu_ms_per_env_step": 1e3 * cpu / (n * steps),
+            "cpu_ms_per_env_step": 1e3 * (cpu + actor_cpu) / (n * steps),
             "bytes_back_per_world": statistics.mean(wire),
             "bytes_out_per_world": len(pickle.dumps(actions[0].tolist()))}
 
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     world = preset(args.preset).world
     cores = os.cpu_count() or 1
     t0 = time.perf_counter()
-    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    connect(None, num_cpus=cores)  # what `--backend ray` does without an address (retried if the start fails)
     ray_init_s = time.perf_counter() - t0
     rows = []
     print(f"{args.preset}: {world.max_epochs} epochs/episode, {cores} cores, load {os.getloadavg()[0]:.2f}, "
@@ -109,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             row["load"] = os.getloadavg()[0]
             rows.append(row)
             print(f"{name:8s} worlds {n}  actors {row['actors']}  {row['steps_per_s']:6.1f} env steps/s  "
-                  f"{row['ms_per_step']:7.1f} ms/step  echo {row.get('echo_ms', float('nan')):5.2f} ms  "
+                  f"{row['ms_per_step']:7.1f} ms/step  CPU {row['cpu_ms_per_env_step']:5.1f} ms/env step "
+                  f"(driver {row['driver_cpu_ms_per_env_step']:4.1f})  echo {row.get('echo_ms', float('nan')):5.2f} ms  "
                   f"wire {row['bytes_out_per_world']} B out / {row['bytes_back_per_world']:.0f} B back per world  "
                   f"(start {start_s:.1f} s, load {row['load']:.2f})", file=sys.stderr)
     ray.shutdown()

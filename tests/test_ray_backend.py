@@ -24,6 +24,7 @@ from esper_lab.env.ray_vector import (
     WorldActorDied,
     WorldActorError,
     WorldActorTimeout,
+    connect,
     default_workers,
     split_envs,
 )
@@ -66,7 +67,7 @@ def test_env_groups_and_default_workers():
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="esper_lab_tests")
+    assert connect(None, num_cpus=2)  # a local instance with 2 CPUs (retried if the machine is too busy to start it)
     yield ray
     ray.shutdown()
 

@@ -76,11 +76,13 @@ def import_ray():
     return ray
 
 
-def connect(address: str | None) -> bool:
+def connect(address: str | None, num_cpus: int | None = None, attempts: int = 3) -> bool:
     """Make sure this process is a Ray driver. Returns True when this call started or joined Ray (so `close` should
     shut it down), False when Ray was already initialised (e.g. by a test fixture or a notebook).
 
-    No address: start a local Ray instance sized to this machine (no dashboard, worker logs not echoed here).
+    No address: start a local Ray instance with `num_cpus` (default: this machine's cores), no dashboard, worker
+    logs not echoed here. On a busy machine Ray's raylet sometimes gives up waiting for its own agent process to
+    start ("The current node timed out during startup"); a local start is therefore tried `attempts` times.
     An address ('auto', 'head-host:6379', or 'ray://head-host:10001' with Ray Client installed): join that cluster.
     """
     ray = import_ray()
@@ -90,10 +92,18 @@ def connect(address: str | None) -> bool:
     import logging
 
     common = dict(log_to_driver=False, logging_level=logging.WARNING, namespace="esper_lab")
-    if address is None:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **common)
-    else:
+    if address is not None:
         ray.init(address=address, **common)
+        return True
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **common)
+            return True
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for a failed node start
+            ray.shutdown()
+            if attempt == attempts:
+                raise RuntimeError(f"could not start a local Ray instance ({attempts} attempts): {exc}") from exc
+            logging.getLogger(__name__).warning("starting a local Ray instance failed (%s); retrying", exc)
     return True
 
 
@@ -127,6 +137,11 @@ class WorldGroup:
         import ray
 
         return {"pid": os.getpid(), "node": ray.util.get_node_ip_address(), "threads": torch.get_num_threads()}
+
+    def cpu_seconds(self) -> float:
+        """CPU time this actor process has used (all its threads): what a step costs, whatever else shares the
+        cores (benchmarks)."""
+        return time.process_time()
 
     def reset(self, seeds: Sequence[int]) -> list[WorldReport]:
         return self._each(lambda world, seed: world.reset(seed), seeds)
@@ -252,6 +267,10 @@ class RayVectorEnv:
     def echo(self, actions: torch.Tensor) -> list[tuple[WorldReport, float, bool, dict[str, Any]]]:
         """A step's round trip with no world work (each actor returns its last step's results): Ray's overhead."""
         return self._step_results(actions, "echo")
+
+    def actor_cpu_seconds(self) -> list[float]:
+        """CPU seconds each actor process has used so far (benchmarks)."""
+        return self._gather([a.cpu_seconds.remote() for a in self.actors], "cpu_seconds")
 
     def close(self) -> None:
         """Kill the actors; shut Ray down if this env started or joined it. Safe to call twice."""
