@@ -56,7 +56,4 @@ def main() -> None:
                 view.render(run, is_live, runs)
 
 
-import time as _t  # TEMP timing
-_t0 = _t.perf_counter()
 main()
-print(f"TIMING full run {1000*(_t.perf_counter()-_t0):.0f} ms", file=sys.stderr, flush=True)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from esper_lab.config import (CRITIC_MODES, PRESETS, ConfigError, PolicyConfig, TrainConfig, WorldConfig, field_help,
+from esper_lab.config import (BACKENDS, CRITIC_MODES, PRESETS, ConfigError, PolicyConfig, TrainConfig, WorldConfig, field_help,
                               preset)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +30,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-epochs", type=int, help=wc["max_epochs"])
     p.add_argument("--max-minutes", type=float, help=tc["max_minutes"])
     p.add_argument("--threads", type=int, help=tc["torch_threads"])
+    p.add_argument("--backend", choices=BACKENDS, help=tc["backend"])
+    p.add_argument("--ray-address", help=tc["ray_address"])
+    p.add_argument("--workers", type=int, help=tc["workers"])
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other config field, e.g. --set ppo.epochs=1 --set world.host=strong (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
@@ -80,7 +83,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     overrides: dict[str, Any] = {}
     for arg, key in (("updates", "updates"), ("seed", "seed"), ("num_envs", "num_envs"),
                      ("critic", "policy.critic"), ("max_epochs", "world.max_epochs"),
-                     ("max_minutes", "max_minutes"), ("threads", "torch_threads")):
+                     ("max_minutes", "max_minutes"), ("threads", "torch_threads"), ("backend", "backend"),
+                     ("ray_address", "ray_address"), ("workers", "workers")):
         value = getattr(args, arg)
         if value is not None:
             overrides[key] = value
@@ -118,8 +122,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = TrainConfig.from_dict(RunReader(args.run_dir).require().config())
         if args.updates is not None:
             cfg.updates = args.updates
-        if args.max_minutes is not None:
-            cfg.max_minutes = args.max_minutes
+        for arg, field in (("max_minutes", "max_minutes"), ("backend", "backend"), ("ray_address", "ray_address"),
+                           ("workers", "workers")):
+            if getattr(args, arg) is not None:  # e.g. resume a failed ray run on local
+                setattr(cfg, field, getattr(args, arg))
     else:
         cfg = train_config(args)
     run_dir = args.run_dir or runs_root() / f"{cfg.preset}-{cfg.policy.critic}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -127,9 +133,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar = None if args.quiet else ProgressLine(cfg.updates, start=trainer.update_idx)
     print(f"esper-lab train: {cfg.preset}, critic {cfg.policy.critic}, {cfg.num_envs} envs x {cfg.world.max_epochs} "
           f"epochs, {cfg.updates} updates -> {run_dir}", file=sys.stderr)
-    trainer.run(progress=bar.update if bar else None)
-    if bar:
-        bar.close()
+    try:
+        trainer.run(progress=bar.update if bar else None)
+    finally:
+        trainer.close()
+        if bar:
+            bar.close()
     status = RunReader(run_dir).status()
     print(f"{status.get('state', '?')}: {trainer.update_idx} updates in {run_dir}", file=sys.stderr)
     return 0 if status.get("state") in ("finished", "stopped") else 1

@@ -114,7 +114,7 @@ class TrainConfig:
     ray_address: str | None = None
     """Ray cluster to join (e.g. 'ray://head:10001' or 'auto'); None starts a local Ray instance sized to this machine."""
     workers: int | None = None
-    """Ray actors to spread the worlds over (None = one per world)."""
+    """Ray actors to spread the worlds over (None = as many as the cluster's CPUs hold at ray_cpus_per_actor each)."""
     ray_cpus_per_actor: float = 1.0
     """CPUs each Ray actor requests."""
     ray_gpus_per_actor: float = 0.0

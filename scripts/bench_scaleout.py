@@ -11,9 +11,9 @@ Ray layouts: 'ray' = the default (one world per actor, as many actors as the CPU
 here), 'ray-1pw' = one actor per world whatever the core count (ray_cpus_per_actor = cores / worlds).
 CPU ms per env step = CPU time of the trainer process during `step` plus that of every actor process, per world
 step: what a step costs whatever else shares the cores (the wall-clock figures depend on the machine's load, which
-is printed with each row). The overhead rows time `RayVectorEnv.echo`: each actor returns its last step's results without doing any work, so
-it is Ray's round trip (submit, schedule, serialise, ship, deserialise) for a real payload. Also printed: the
-pickled bytes one world sends and receives per step.
+is printed with each row). The echo column times `RayVectorEnv.echo`: each actor returns its last step's results
+without doing any work, so it is Ray's round trip (submit, schedule, serialise, ship, deserialise) for a real
+payload. Also printed: the pickled bytes one world sends and receives per step.
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"{name:8s} worlds {n}  actors {row['actors']}  {row['steps_per_s']:6.1f} env steps/s  "
                   f"{row['ms_per_step']:7.1f} ms/step  CPU {row['cpu_ms_per_env_step']:5.1f} ms/env step "
-                  f"(driver {row['driver_cpu_ms_per_env_step']:4.1f})  echo {row.get('echo_ms', float('nan')):5.2f} ms  "
+                  f"(driver {row['driver_cpu_ms_per_env_step']:4.1f})  "
+                  f"echo {row.get('echo_ms', float('nan')):5.2f} ms  "
                   f"wire {row['bytes_out_per_world']} B out / {row['bytes_back_per_world']:.0f} B back per world  "
                   f"(start {start_s:.1f} s, load {row['load']:.2f})", file=sys.stderr)
     ray.shutdown()

@@ -142,7 +142,8 @@ def test_a_worlds_own_error_is_named(ray_envs):
     ray_envs.reset([1, 2, 3])
     for _ in range(preset("tiny").world.max_epochs):
         ray_envs.step(torch.zeros(3, 8, dtype=torch.int64))  # WAIT
-    with pytest.raises(WorldActorError, match=r"envs \[0, 1\] \(Ray actor 0 of 2.*env 0: RuntimeError: World.step after"):
+    named = r"envs \[0, 1\] \(Ray actor 0 of 2.*env 0: RuntimeError: World.step after"
+    with pytest.raises(WorldActorError, match=named):
         ray_envs.step(torch.zeros(3, 8, dtype=torch.int64))
     with pytest.raises(ValueError, match="actions must be"):
         ray_envs.step(torch.zeros(2, 8, dtype=torch.int64))

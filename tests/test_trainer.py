@@ -174,3 +174,10 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "esper_lab.cli", "evaluate", "--checkpoint", str(bad)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "corrupt or foreign" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_writing_a_run_directory_does_not_change_the_numbers(tmp_path):
+    """Snapshots sample on probe states; that draw must stay out of the training RNG stream."""
+    with_dir = Trainer(tiny(updates=2), tmp_path / "run").run()
+    without = Trainer(tiny(updates=2)).run()
+    assert all(same_numbers(a, b) for a, b in zip(with_dir, without))

@@ -18,8 +18,6 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        import sys, time
-        t0 = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the page must never show a raw traceback
@@ -27,8 +25,6 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             with st.expander("details"):
                 st.code(traceback.format_exc(limit=4))
             return None
-        finally:
-            print(f"TIMING {fn.__name__} {1000*(time.perf_counter()-t0):.0f} ms", file=sys.stderr, flush=True)
 
     return run
 

@@ -97,7 +97,9 @@ def connect(address: str | None, num_cpus: int | None = None, attempts: int = 3)
         return True
     for attempt in range(1, attempts + 1):
         try:
-            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **common)
+            # address="local": always a new instance of our own, never a cluster named by RAY_ADDRESS or a stale
+            # /tmp/ray/ray_current_cluster left by an earlier `ray start` on this machine
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **common)
             return True
         except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for a failed node start
             ray.shutdown()
@@ -133,10 +135,11 @@ class WorldGroup:
         self._last: list[tuple[WorldReport, float, bool, dict[str, Any]]] = []
 
     def ready(self) -> dict[str, Any]:
-        """Where this actor lives (for error messages): pid, node IP, torch threads."""
+        """Where this actor lives (for error messages): pid, node IP and id, torch threads."""
         import ray
 
-        return {"pid": os.getpid(), "node": ray.util.get_node_ip_address(), "threads": torch.get_num_threads()}
+        return {"pid": os.getpid(), "node": ray.util.get_node_ip_address(),
+                "node_id": ray.get_runtime_context().get_node_id(), "threads": torch.get_num_threads()}
 
     def cpu_seconds(self) -> float:
         """CPU time this actor process has used (all its threads): what a step costs, whatever else shares the
@@ -217,7 +220,8 @@ class RayVectorEnv:
             if per * workers > have + 1e-9:
                 raise ConfigError(
                     f"backend 'ray': {workers} actors x {per:g} {name} = {per * workers:g} {name}s requested, but the "
-                    f"Ray cluster has {have:g}; use fewer workers (--workers) or a smaller ray_{name.lower()}s_per_actor"
+                    f"Ray cluster has {have:g}; use fewer workers (--workers) or a smaller "
+                    f"ray_{name.lower()}s_per_actor"
                 )
         self.groups = split_envs(self.num_envs, workers)
         remote = self.ray.remote(WorldGroup).options(

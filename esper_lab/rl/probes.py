@@ -69,9 +69,13 @@ def describe_slots(blueprint_indices: torch.Tensor) -> str:
 
 @torch.no_grad()
 def snapshot(trainer: "Trainer") -> dict[str, Any]:
-    """Embedding table and per-op values on the probe states, for snapshots/update_NNNNNN.json."""
+    """Embedding table and per-op values on the probe states, for snapshots/update_NNNNNN.json.
+
+    The forward pass samples an op; `fork_rng` keeps that draw out of the training RNG stream, so a run with a run
+    directory gives the same numbers as one without."""
     probe, net = trainer.probe, trainer.bundle.network
-    out = net(trainer.obs_norm.normalize(probe.obs), probe.blueprint_indices, masks=probe.masks)
+    with torch.random.fork_rng(devices=[]):
+        out = net(trainer.obs_norm.normalize(probe.obs), probe.blueprint_indices, masks=probe.masks)
     steps = torch.tensor(probe.steps)
     op_mask = probe.masks["op"][0, steps]  # [P, 6]
     op_logits = out.op_logits[0, steps].masked_fill(~op_mask, float("-inf"))  # [P, 6]

@@ -21,7 +21,7 @@ import torch
 
 from esper_lab.actions import HEAD_NAMES, LifecycleOp
 from esper_lab.config import TrainConfig
-from esper_lab.env.backends import make_vector_env
+from esper_lab.env.backends import close_vector_env, make_vector_env
 from esper_lab.features import OBS_DIM, batch_obs_to_features
 from esper_lab.policy.bundle import LSTMPolicyBundle
 from esper_lab.rl import probes
@@ -229,6 +229,10 @@ class Trainer:
         finally:
             _restore_handlers(previous)
         return records
+
+    def close(self) -> None:
+        """Release the worlds' workers (Ray actors; nothing for 'local')."""
+        close_vector_env(self.envs)
 
     def _status(self, state: str, **fields: Any) -> None:
         if self.writer is not None:
