@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/esper-lab dashboard
+	$(BIN)/esper-lab dashboard --train demo
 
 test: $(STAMP)
 	ESPER_LAB_NB_SIZE=ci $(BIN)/python -m pytest -q

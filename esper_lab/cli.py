@@ -55,6 +55,8 @@ def _dashboard_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="serve the Streamlit dashboard on 127.0.0.1")
     p.add_argument("--port", type=int, default=8501, help="port (default: 8501)")
     p.add_argument("--runs-dir", type=Path, help="where run directories live (default: $ESPER_LAB_RUNS or ./runs)")
+    p.add_argument("--train", choices=sorted(PRESETS), metavar="PRESET",
+                   help="also start training this preset in the background (what `make run` does with demo)")
 
 
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
@@ -179,8 +181,25 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise SystemExit(f"esper-lab dashboard: {app} not found (the dashboard ships with the repository checkout)")
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", "127.0.0.1",
            "--server.port", str(args.port), "--browser.gatherUsageStats", "false", "--server.headless", "true"]
+    if args.train:
+        _start_background_training(args.train, env)
     print(f"esper-lab dashboard: http://127.0.0.1:{args.port}", file=sys.stderr)
-    return subprocess.call(cmd, env=env, cwd=REPO_ROOT)
+    os.chdir(REPO_ROOT)
+    os.execvpe(cmd[0], cmd, env)  # the server replaces this process, so signals reach it directly
+
+
+def _start_background_training(preset_name: str, env: dict[str, str]) -> None:
+    """A trainer child in its own session, writing a new run directory the dashboard shows first."""
+    from esper_lab.runs import runs_root
+
+    root = Path(env["ESPER_LAB_RUNS"]) if "ESPER_LAB_RUNS" in env else REPO_ROOT / runs_root()
+    run_dir = root / f"{preset_name}-q_op-s0-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "trainer.log", "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "esper_lab.cli", "train", "--preset", preset_name, "--run-dir",
+                          str(run_dir), "--quiet"], stdout=log, stderr=subprocess.STDOUT, env=env,
+                         start_new_session=True, cwd=REPO_ROOT)
+    print(f"esper-lab dashboard: training {preset_name} in the background -> {run_dir}", file=sys.stderr)
 
 
 # --- bench ------------------------------------------------------------------------------------------------------

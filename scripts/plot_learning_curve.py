@@ -51,7 +51,8 @@ def main() -> int:
     if args.baselines:
         ref = json.loads(args.baselines.read_text())
         for (name, res), style in zip(sorted(ref.items()), (":", "--", "-.", (0, (1, 4)))):
-            value = res.get(f"{args.metric}_mean", res.get(args.metric))
+            key = {"episode_return": "return", "val_acc": "final_val_acc"}.get(args.metric, args.metric)
+            value = res.get(f"{key}_mean")
             if value is not None:
                 ax.axhline(value, color="grey", linestyle=style, label=f"{name} (mean)")
     ax.set_xlabel("environment steps (host epochs)")

@@ -19,13 +19,15 @@ import pytest
 
 from app import process
 from conftest import DASHBOARD, REPO_ROOT
-from esper_lab.runs import list_runs
+from esper_lab.config import preset
+from esper_lab.runs import RunReader, list_runs
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                "--disable-component-update", "--disable-sync"]
 INSTALL_HINT = "install it with: apt-get update && apt-get install -y chromium (never `playwright install`)"
 
+UPDATES = 3
 pytestmark = pytest.mark.browser
 
 
@@ -105,14 +107,18 @@ def test_start_a_tiny_run_and_watch_it(server, tmp_path):
             page.get_by_test_id("stSelectbox").filter(has_text="Preset").click()
             page.get_by_role("option", name="tiny").click()
             updates = page.get_by_label("Updates")
-            updates.fill("4")
+            tiny_default = str(preset("tiny").updates)  # the rerun after picking the preset fills in its defaults
+            wait_until(lambda: updates.input_value() == tiny_default, 30, "the tiny preset's defaults")
+            updates.fill(str(UPDATES))
             updates.press("Enter")
-            page.wait_for_timeout(500)
+            page.wait_for_timeout(1000)
+            assert updates.input_value() == str(UPDATES)
             page.get_by_role("button", name="Start").click()
 
             points = chart(page, "Episode return").locator(".scatterlayer .trace .points path")
             wait_until(lambda: points.count() >= 2, 150, "two points on the return chart")
-            assert len(list_runs(runs)) == 1
+            (run_dir,) = list_runs(runs)
+            assert RunReader(run_dir).status()["updates_total"] == UPDATES
 
             page.get_by_role("tab", name="Blueprint embeddings").click()
             emb = chart(page, "Blueprint embeddings at update").locator(".scatterlayer .trace .points path")

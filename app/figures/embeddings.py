@@ -72,7 +72,7 @@ def embedding_map(snap: dict, basis: Projection | None = None) -> go.Figure:
                            "marker": {**marker, "size": 12, "line": {"width": 1.5, "color": marker["color"]}},
                            "hovertemplate": "%{text}<br>(%{x:.2f}, %{y:.2f})<extra></extra>"})
     lo, hi = xy.min(axis=0), xy.max(axis=0)
-    pad = 0.15 * np.maximum(hi - lo, 1e-6) + 0.1
+    pad = 0.15 * np.maximum(hi - lo, 1e-3 * max(float(np.abs(xy).max()), 1e-6))  # room for the labels
     return make(traces, layout(
         f"Blueprint embeddings at update {snap.get('update')} (PCA of 14 x {matrix.shape[1]})", height=420,
         xaxis=f"PC1 ({basis.explained[0]:.0%})", yaxis=f"PC2 ({basis.explained[1]:.0%})",

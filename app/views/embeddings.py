@@ -35,6 +35,8 @@ def _embeddings(run: RunRef, is_live: bool) -> None:
         st.info("No seed has been germinated yet, so there are no per-blueprint outcomes.")
         return
     chart(fig.outcomes_chart(outcomes), key="emb_outcomes")
+    if all(o["mean_contribution"] is None for o in outcomes):
+        st.caption("No contribution values in events.jsonl yet, so the mean contribution is empty.")
     st.dataframe(outcomes, hide_index=True, width="stretch",
                  column_config={"mean_contribution": st.column_config.NumberColumn("mean contribution", format="%.3f")})
 

@@ -124,7 +124,8 @@ class Trainer:
             dones.append(done)
             op_counts += torch.bincount(actions[:, HEAD_NAMES.index("op")], minlength=len(LifecycleOp))
             illegal += sum(bool(info.get("illegal")) for info in infos)
-            events += [{"kind": "transition", "update": self.update_idx + 1, "env": i, **ev}
+            events += [{"kind": "transition", "update": self.update_idx + 1, "env": i,
+                        "contribution": _contribution(reports[i], ev.get("slot")), **ev}
                        for i, info in enumerate(infos) for ev in info.get("events", [])]
             if trace:
                 events += probes.tick_records(reports, self.update_idx + 1, epoch=t + 1)
@@ -281,6 +282,14 @@ class Trainer:
         self.update_idx = int(ckpt["update"])
         self.env_steps = int(ckpt["env_steps"])
         torch.set_rng_state(ckpt["torch_rng"])
+
+
+def _contribution(report: Any, slot_id: str | None) -> float | None:
+    """The counterfactual contribution (pp) of the seed in `slot_id` after the step, if it has one."""
+    for slot in report.slots:
+        if slot is not None and slot.slot_id == slot_id:
+            return slot.contribution
+    return None
 
 
 def _raise_stop(signum: int, frame: Any) -> None:
