@@ -24,9 +24,11 @@ LOG_NAME = "trainer.log"
 _children: dict[int, subprocess.Popen] = {}
 
 
-def train_command(run_dir: Path, preset: str, critic: str, num_envs: int, seed: int, updates: int) -> list[str]:
+def train_command(run_dir: Path, preset: str, critic: str, num_envs: int, seed: int, updates: int,
+                  backend: str = "local") -> list[str]:
     return [sys.executable, "-m", "esper_lab.cli", "train", "--preset", preset, "--run-dir", str(run_dir),
-            "--updates", str(updates), "--critic", critic, "--num-envs", str(num_envs), "--seed", str(seed)]
+            "--updates", str(updates), "--critic", critic, "--num-envs", str(num_envs), "--seed", str(seed),
+            "--backend", backend]
 
 
 def new_run_dir(root: Path, preset: str, critic: str, seed: int) -> Path:
@@ -39,20 +41,22 @@ def new_run_dir(root: Path, preset: str, critic: str, seed: int) -> Path:
     return run_dir
 
 
-def start_run(root: Path, preset: str, critic: str, num_envs: int, seed: int, updates: int) -> Path:
+def start_run(root: Path, preset: str, critic: str, num_envs: int, seed: int, updates: int,
+              backend: str = "local") -> Path:
     """Launch a trainer and return its run directory.
 
     config.json and a 'running' status with the child's pid are written here, so the run is listed at once.
     """
     from esper_lab.config import preset as build_preset
 
-    config = build_preset(preset, num_envs=num_envs, seed=seed, updates=updates, **{"policy.critic": critic})
+    config = build_preset(preset, num_envs=num_envs, seed=seed, updates=updates, backend=backend,
+                          **{"policy.critic": critic})
     run_dir = new_run_dir(Path(root), preset, critic, seed)
     run_dir.mkdir(parents=True)
     atomic_write(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(run_dir / LOG_NAME, "wb") as log:
-        proc = subprocess.Popen(train_command(run_dir.resolve(), preset, critic, num_envs, seed, updates),
+        proc = subprocess.Popen(train_command(run_dir.resolve(), preset, critic, num_envs, seed, updates, backend),
                                 cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     _children[proc.pid] = proc

@@ -35,14 +35,15 @@ def pick_run(runs: list[RunRef]) -> RunRef | None:
 
 def _apply_preset(preset) -> None:
     cfg = preset(st.session_state["train_preset"])
-    st.session_state.update(train_envs=cfg.num_envs, train_updates=cfg.updates, train_critic=cfg.policy.critic)
+    st.session_state.update(train_envs=cfg.num_envs, train_updates=cfg.updates, train_critic=cfg.policy.critic,
+                            train_backend=cfg.backend)
 
 
 def _start() -> None:
     ss = st.session_state
     try:
         run_dir = process.start_run(runs_root(), ss["train_preset"], ss["train_critic"], int(ss["train_envs"]),
-                                    int(ss["train_seed"]), int(ss["train_updates"]))
+                                    int(ss["train_seed"]), int(ss["train_updates"]), ss["train_backend"])
     except Exception as exc:  # noqa: BLE001 - shown to the user
         ss["train_error"] = f"Could not start training: {type(exc).__name__}: {exc}"
         return
@@ -65,6 +66,9 @@ def train_panel(any_running: bool) -> None:
                  help="tiny: seconds per update, a smoke test; demo: the default lab run; phase4: Phase 4 sizes")
     st.selectbox("Critic", critics, key="train_critic",
                  help="q_op: Q(s, op) baseline (Phase 4); v: op-independent V(s); q_marginal: Q marginalised over ops")
+    st.selectbox("Backend", ("local", "ray"), key="train_backend",
+                 help="local: worlds in the trainer's process; ray: in Ray actors (pip install -e '.[ray]'; "
+                      "docs/scale-out.md)")
     left, right = st.columns(2)
     left.number_input("Envs", min_value=1, max_value=32, step=1, key="train_envs")
     right.number_input("Seed", min_value=0, step=1, key="train_seed")
