@@ -327,17 +327,17 @@ import subprocess
 import sys
 
 if SIZE == "full":
-    cmd = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "../tests",
+    cmd = [sys.executable, "-m", "pytest", "-q", "--color=no", "-o", "addopts=", "-p", "no:cacheprovider", "../tests",
            "--ignore=../tests/test_notebook_browser.py"]
 else:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "../tests/test_network.py",
+    cmd = [sys.executable, "-m", "pytest", "-q", "--color=no", "-o", "addopts=", "-p", "no:cacheprovider", "../tests/test_network.py",
            "-k", "test_forward_pass or test_hidden_state_propagation or test_action_masking or test_get_action "
                  "or test_evaluate_actions", "-x"]
 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
 summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-500:]
 print(" ".join(cmd[3:]))
 print(summary)
-checks.append(Check("All existing tests pass", proc.returncode == 0, f"`pytest {' '.join(cmd[6:])}`: {summary}"))
+checks.append(Check("All existing tests pass", proc.returncode == 0, f"`pytest {' '.join(cmd[7:])}`: {summary}"))
 
 # %% [markdown]
 # ## 5. The checklist

@@ -18,8 +18,8 @@
 # [esper_lab/rl/probes.py](../esper_lab/rl/probes.py) (snapshots), [esper_lab/config.py](../esper_lab/config.py)
 # (presets) and the critic modes in [esper_lab/policy/network.py](../esper_lab/policy/network.py).
 #
-# At `full` size each critic trains on the `demo` preset for the same number of updates (about three minutes each on
-# the 2-core development machine); at `ci` size the `tiny` preset runs 2 updates per critic, which checks the
+# At `full` size each critic trains on the `demo` preset for the same 20 updates (two to three minutes each on a quiet
+# 2-core development machine, much longer when it is shared); at `ci` size the `tiny` preset runs 2 updates per critic, which checks the
 # plumbing but is far too short to learn anything, so the verdicts at the end say "inconclusive" there.
 
 # %%
@@ -54,8 +54,8 @@ from esper_lab.config import CRITIC_MODES, preset
 from esper_lab.rl.trainer import Trainer
 
 PRESET = by_size(SIZE, ci="tiny", full="demo")
-UPDATES = by_size(SIZE, ci=2, full=30)
-SNAPSHOT_EVERY = by_size(SIZE, ci=1, full=3)
+UPDATES = by_size(SIZE, ci=2, full=20)
+SNAPSHOT_EVERY = by_size(SIZE, ci=1, full=2)
 RUNS = Path("..").resolve() / "runs" / f"notebook07-{SIZE}"
 
 seconds = {}
