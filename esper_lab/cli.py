@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from esper_lab.policy.baselines import BASELINES
 from esper_lab.config import (BACKENDS, CRITIC_MODES, PRESETS, ConfigError, PolicyConfig, TrainConfig, WorldConfig, field_help,
                               preset)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BASELINE_NAMES = ("heuristic", "random", "wait")
+BASELINE_NAMES = tuple(BASELINES)  # heuristic, random, wait: the one table in policy/baselines.py
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:

@@ -23,6 +23,7 @@ from esper_lab.actions import HEAD_NAMES, LifecycleOp
 from esper_lab.config import TrainConfig
 from esper_lab.env.backends import close_vector_env, make_vector_env
 from esper_lab.features import OBS_DIM, batch_obs_to_features
+from esper_lab.policy.baselines import BASELINES
 from esper_lab.policy.bundle import LSTMPolicyBundle
 from esper_lab.rl import probes
 from esper_lab.rl.buffer import RolloutBuffer
@@ -31,7 +32,6 @@ from esper_lab.rl.ppo import PPOUpdater
 from esper_lab.runs import METRIC_KEYS, OP_NAMES, RunWriter, atomic_write, dumps, load_checkpoint
 
 NUM_SLOTS = 3
-BASELINES = ("heuristic", "random", "wait")  # reference lines of the dashboard's return chart (baselines.json)
 
 
 class StopRequested(Exception):
@@ -244,7 +244,7 @@ class Trainer:
             return
         from esper_lab.evaluate import evaluate_policies
 
-        results = evaluate_policies(BASELINES, self.cfg.world, episodes=self.cfg.num_envs, seed=self.cfg.seed)
+        results = evaluate_policies(tuple(BASELINES), self.cfg.world, episodes=self.cfg.num_envs, seed=self.cfg.seed)
         ref = {name: {"episode_return": r["return_mean"], "val_acc": r["final_val_acc_mean"]}
                for name, r in results.items()}
         atomic_write(self.writer.dir / "baselines.json", dumps(ref))
