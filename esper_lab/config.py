@@ -14,7 +14,7 @@ from typing import Any
 from esper_lab.env.reward import RewardConfig
 
 CRITIC_MODES = ("q_op", "v", "q_marginal")
-BACKENDS = ("local", "ray")
+BACKENDS = ("local", "process", "ray")
 
 
 class ConfigError(ValueError):
@@ -110,11 +110,13 @@ class TrainConfig:
     max_minutes: float | None = None
     """Stop (as finished) after the first update that ends past this wall-clock budget; None = run all updates."""
     backend: str = "local"
-    """Where the worlds run: 'local' (in this process) or 'ray' (one or more Ray actors)."""
+    """Where the worlds run: 'local' (in this process), 'process' (worker processes on this machine, in parallel) or
+    'ray' (one or more Ray actors)."""
     ray_address: str | None = None
     """Ray cluster to join (e.g. 'ray://head:10001' or 'auto'); None starts a local Ray instance sized to this machine."""
     workers: int | None = None
-    """Ray actors to spread the worlds over (None = as many as the cluster's CPUs hold at ray_cpus_per_actor each)."""
+    """Worker processes ('process': None = one per core) or Ray actors ('ray': None = as many as the cluster's CPUs
+    hold at ray_cpus_per_actor each) to spread the worlds over."""
     ray_cpus_per_actor: float = 1.0
     """CPUs each Ray actor requests."""
     ray_gpus_per_actor: float = 0.0
@@ -157,11 +159,12 @@ def _tiny() -> TrainConfig:
 
 
 def _demo() -> TrainConfig:
-    return TrainConfig(preset="demo")
+    return TrainConfig(preset="demo", backend="process")  # worlds in worker processes: docs/performance.md
 
 
 def _phase4() -> TrainConfig:
-    return TrainConfig(preset="phase4", updates=100, world=WorldConfig(max_epochs=150), ppo=PPOConfig(minibatches=1))
+    return TrainConfig(preset="phase4", updates=100, backend="process", world=WorldConfig(max_epochs=150),
+                       ppo=PPOConfig(minibatches=1))
 
 
 PRESETS = {"tiny": _tiny, "demo": _demo, "phase4": _phase4}

@@ -12,12 +12,12 @@ DEFAULT_PRESET = "demo"
 
 
 def _presets():
-    """(PRESETS, CRITIC_MODES, preset) from esper_lab.config, or the import error as text."""
+    """(PRESETS, CRITIC_MODES, BACKENDS, preset) from esper_lab.config, or the import error as text."""
     try:
-        from esper_lab.config import CRITIC_MODES, PRESETS, preset
+        from esper_lab.config import BACKENDS, CRITIC_MODES, PRESETS, preset
     except Exception as exc:  # noqa: BLE001 - a broken trainer install must not take the viewer down
         return f"{type(exc).__name__}: {exc}"
-    return PRESETS, CRITIC_MODES, preset
+    return PRESETS, CRITIC_MODES, BACKENDS, preset
 
 
 def pick_run(runs: list[RunRef]) -> RunRef | None:
@@ -57,7 +57,7 @@ def train_panel(any_running: bool) -> None:
     if isinstance(found, str):
         st.error(f"Training is unavailable: esper_lab.config does not import ({found}).")
         return
-    presets, critics, preset = found
+    presets, critics, backends, preset = found
     if "train_preset" not in st.session_state:
         st.session_state["train_preset"] = DEFAULT_PRESET if DEFAULT_PRESET in presets else sorted(presets)[0]
         st.session_state["train_seed"] = 0
@@ -66,9 +66,9 @@ def train_panel(any_running: bool) -> None:
                  help="tiny: seconds per update, a smoke test; demo: the default lab run; phase4: Phase 4 sizes")
     st.selectbox("Critic", critics, key="train_critic",
                  help="q_op: Q(s, op) baseline (Phase 4); v: op-independent V(s); q_marginal: Q marginalised over ops")
-    st.selectbox("Backend", ("local", "ray"), key="train_backend",
-                 help="local: worlds in the trainer's process; ray: in Ray actors (pip install -e '.[ray]'; "
-                      "docs/scale-out.md)")
+    st.selectbox("Backend", backends, key="train_backend",
+                 help="local: worlds in the trainer's process; process: in worker processes, one per core (the "
+                      "demo default); ray: in Ray actors (pip install -e '.[ray]'; docs/scale-out.md)")
     left, right = st.columns(2)
     left.number_input("Envs", min_value=1, max_value=32, step=1, key="train_envs")
     right.number_input("Seed", min_value=0, step=1, key="train_seed")

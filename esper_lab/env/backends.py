@@ -6,8 +6,9 @@ Every backend has the same interface and gives the same numbers for the same con
     masks() -> {head: bool [E, k]}                     step(actions [E, 8]) -> (reports, rewards, term, trunc, infos)
     close()                                             release workers (a no-op for 'local')
 
-'local' steps the worlds one after another in this process (`env/vector.py`); 'ray' puts them in Ray actors,
-stepped in parallel, on this machine or on a cluster (`env/ray_vector.py`, docs/scale-out.md).
+'local' steps the worlds one after another in this process (`env/vector.py`); 'process' steps them in parallel in
+worker processes on this machine, one per core (`env/process_vector.py`); 'ray' puts them in Ray actors, stepped in
+parallel, on this machine or on a cluster (`env/ray_vector.py`, docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
-from esper_lab.config import TrainConfig
+from esper_lab.config import BACKENDS, TrainConfig
 from esper_lab.env.morpho_env import WorldReport
 from esper_lab.env.vector import VectorEnv
 
@@ -38,11 +39,16 @@ class WorldBatch(Protocol):
 
 
 def make_vector_env(cfg: TrainConfig) -> WorldBatch:
-    """The trainer's worlds for `cfg.backend`: 'local' steps them in this process; 'ray' in Ray actors (starting a
+    """The trainer's worlds for `cfg.backend`: 'local' steps them in this process; 'process' in `cfg.workers` worker
+    processes (default one per core); 'ray' in Ray actors (starting a
     local Ray instance, or joining `cfg.ray_address`). Without Ray installed, 'ray' raises `BackendUnavailable`
     (a `ConfigError`) saying `pip install -e '.[ray]'`."""
     if cfg.backend == "local":
         return VectorEnv(cfg.world, cfg.num_envs, cfg.seed)
+    if cfg.backend == "process":
+        from esper_lab.env.process_vector import ProcessVectorEnv
+
+        return ProcessVectorEnv(cfg.world, cfg.num_envs, cfg.seed, workers=cfg.workers)
     if cfg.backend == "ray":
         from esper_lab.env.ray_vector import RayVectorEnv
 
@@ -51,7 +57,7 @@ def make_vector_env(cfg: TrainConfig) -> WorldBatch:
             address=cfg.ray_address, workers=cfg.workers,
             cpus_per_actor=cfg.ray_cpus_per_actor, gpus_per_actor=cfg.ray_gpus_per_actor,
         )
-    raise ValueError(f"unknown backend {cfg.backend!r}; choose 'local' or 'ray'")
+    raise ValueError(f"unknown backend {cfg.backend!r}; choose one of {BACKENDS}")
 
 
 def close_vector_env(envs: Any) -> None:

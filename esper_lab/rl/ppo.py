@@ -135,7 +135,7 @@ class PPOUpdater:
         self.network = getattr(policy, "network", policy)
         self.cfg = cfg
         self.critic = getattr(self.network, "critic", "q_op")
-        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=cfg.lr, eps=ADAM_EPS)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=cfg.lr, eps=ADAM_EPS, fused=True)
         self.head_params = head_parameters(self.network)
 
     def state_dict(self) -> dict:

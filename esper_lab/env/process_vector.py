@@ -1,0 +1,212 @@
+"""ProcessVectorEnv: the `VectorEnv` interface with the worlds in worker processes on this machine.
+
+A world's step is one host epoch: a few hundred tiny torch ops, bound by per-op overhead on one core, so threads do
+not help (the GIL) but processes do: on the 2-core machine two worker processes step twice as many worlds per
+second as one (docs/performance.md). The worlds are split into `workers` contiguous groups (`split_envs`), each a
+`WorldGroup` in its own process. Workers are forked, as PyTorch's DataLoader workers are: a fork starts in
+milliseconds (a 'spawn' would re-import torch and re-run the user's `__main__`), and each worker drops to one torch
+thread before it touches torch. Workers ignore Ctrl-C; the trainer stops them.
+
+    trainer                                       worker w (envs i..j), one torch thread
+    actions [E, 8] -> rows [j-i+1][8] ints   -->  World.step(row) for each of its worlds
+    reports, rewards [E], flags [E], infos   <--  [(WorldReport, reward, truncated, info)] per world
+
+As with Ray, `reports()` and `masks()` cost no round trip and only plain picklable values cross the pipe. The numbers
+are those of 'local', bit for bit: a world seeds its own generator and runs with one torch thread either way.
+
+Failures never hang: each reply has a deadline (`timeout_s`); a worker that dies raises `WorkerDied` naming its envs
+and exit code, and an exception inside a world comes back as `WorkerError` with the world's traceback. Workers exit
+when the trainer closes them or when the trainer process goes away (their pipe breaks).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+import traceback
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from esper_lab.actions import HEAD_NAMES, NUM_HEADS
+from esper_lab.config import ConfigError, WorldConfig
+from esper_lab.env.morpho_env import WorldReport
+from esper_lab.env.ray_vector import WorldGroup, split_envs
+
+DEFAULT_TIMEOUT_S = 300.0
+START_TIMEOUT_S = 60.0
+
+
+class WorkerError(RuntimeError):
+    """A world inside a worker process raised; the message carries its traceback."""
+
+
+class WorkerDied(WorkerError):
+    """A worker process exited or did not answer in time."""
+
+
+def default_workers(num_envs: int) -> int:
+    """One worker per core, never more than there are worlds."""
+    return max(1, min(num_envs, os.cpu_count() or 1))
+
+
+def _describe_error(exc: BaseException) -> str:
+    """The error on one line, then the worker's traceback."""
+    return f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+
+
+def _serve(conn: Any, cfg: WorldConfig, env_ids: list[int]) -> None:
+    """A worker's loop: build the group, then answer (method, argument) requests until 'close' or a broken pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the trainer handles it
+    try:
+        group = WorldGroup(cfg, env_ids)
+        conn.send(("ok", os.getpid()))
+    except BaseException as exc:  # noqa: BLE001 - reported to the trainer, which raises it
+        conn.send(("error", _describe_error(exc)))
+        return
+    while True:
+        try:
+            method, arg = conn.recv()
+        except (EOFError, OSError):  # the trainer is gone
+            return
+        if method == "close":
+            return
+        try:
+            conn.send(("ok", getattr(group, method)(arg)))
+        except BaseException as exc:  # noqa: BLE001
+            conn.send(("error", _describe_error(exc)))
+
+
+class ProcessVectorEnv:
+    """`num_envs` worlds in `workers` processes (default: one per core); the interface and numbers of `VectorEnv`."""
+
+    def __init__(
+        self, cfg: WorldConfig, num_envs: int, seed: int, *, workers: int | None = None, timeout_s: float | None = None
+    ):
+        if num_envs < 1:
+            raise ValueError(f"ProcessVectorEnv needs at least one env, got num_envs={num_envs}")
+        workers = default_workers(num_envs) if workers is None else workers
+        if not 1 <= workers <= num_envs:
+            raise ConfigError(f"workers must be between 1 and num_envs ({num_envs}), got {workers}")
+        self.cfg, self.num_envs = cfg, num_envs
+        self.timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else float(timeout_s)
+        self._seeds = np.random.default_rng(seed)  # the same episode-seed stream as VectorEnv
+        self.episode_seeds: list[int] = []
+        self._reports: list[WorldReport] | None = None
+        self.groups = split_envs(num_envs, workers)
+        ctx = mp.get_context("fork")
+        self.conns, self.procs = [], []
+        try:
+            for group in self.groups:
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_serve, args=(child, cfg, group), daemon=True, name=f"esper-worlds-{group}")
+                proc.start()
+                child.close()
+                self.conns.append(parent)
+                self.procs.append(proc)
+            self.pids = self._gather("start", START_TIMEOUT_S)
+        except BaseException:
+            self.close()
+            raise
+
+    # --- the VectorEnv interface -----------------------------------------------------------------------------
+
+    def reset(self, episode_seeds: Sequence[int] | None = None) -> list[WorldReport]:
+        """Start a fresh episode in every world (as `VectorEnv.reset`). Returns the reports of epoch 1."""
+        if episode_seeds is None:
+            episode_seeds = [int(s) for s in self._seeds.integers(0, 2**62, size=self.num_envs)]
+        if len(episode_seeds) != self.num_envs:
+            raise ValueError(f"reset: {len(episode_seeds)} episode seeds for {self.num_envs} envs")
+        self.episode_seeds = [int(s) for s in episode_seeds]
+        self._send("reset", [[self.episode_seeds[e] for e in group] for group in self.groups])
+        self._reports = [report for part in self._gather("reset") for report in part]
+        return list(self._reports)
+
+    def reports(self) -> list[WorldReport]:
+        """What every world looks like now (kept from the last reset/step: no round trip)."""
+        if self._reports is None:
+            raise RuntimeError("ProcessVectorEnv.reports called before reset()")
+        return list(self._reports)
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Legal-action masks of every world: `{head: bool [E, k]}` in `HEAD_NAMES` order."""
+        per_env = [report.action_masks() for report in self.reports()]
+        return {head: torch.stack([m[head] for m in per_env]) for head in HEAD_NAMES}  # [E, k]
+
+    def step(
+        self, actions: torch.Tensor
+    ) -> tuple[list[WorldReport], torch.Tensor, torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
+        """`actions [E, 8] int64` -> `(reports, rewards float32 [E], terminated bool [E] (always False),
+        truncated bool [E], infos)`, as `VectorEnv.step`."""
+        actions = torch.as_tensor(actions)
+        if actions.shape != (self.num_envs, NUM_HEADS):
+            raise ValueError(f"step: actions must be [{self.num_envs}, {NUM_HEADS}], got {list(actions.shape)}")
+        rows = actions.to(torch.int64).tolist()  # [E][8] plain ints
+        self._send("step", [[rows[e] for e in group] for group in self.groups])
+        results = [result for part in self._gather("step") for result in part]
+        self._reports = [report for report, _, _, _ in results]
+        rewards = torch.tensor([r for _, r, _, _ in results], dtype=torch.float32)  # [E]
+        truncated = torch.tensor([t for _, _, t, _ in results], dtype=torch.bool)  # [E]
+        terminated = torch.zeros(self.num_envs, dtype=torch.bool)  # [E]
+        return list(self._reports), rewards, terminated, truncated, [info for _, _, _, info in results]
+
+    def close(self) -> None:
+        """Stop the workers (politely, then by force). Safe to call twice."""
+        for conn in self.conns:
+            try:
+                conn.send(("close", None))
+            except (OSError, ValueError):
+                pass
+        for proc in self.procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
+        for conn in self.conns:
+            conn.close()
+        self.conns, self.procs = [], []
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    # --- the pipes --------------------------------------------------------------------------------------------
+
+    def _send(self, method: str, args: list[Any]) -> None:
+        if not self.conns:
+            raise RuntimeError("ProcessVectorEnv is closed")
+        for i, (conn, arg) in enumerate(zip(self.conns, args)):
+            try:
+                conn.send((method, arg))
+            except (OSError, ValueError) as exc:
+                raise WorkerDied(f"{self._describe(i)} is gone ({exc}) before {method}") from exc
+
+    def _gather(self, what: str, timeout_s: float | None = None) -> list[Any]:
+        """Every worker's reply in worker (= env) order, within one deadline; failures name the worker's envs."""
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        out = []
+        for i, conn in enumerate(self.conns):
+            while not conn.poll(0.5):
+                if not self.procs[i].is_alive():
+                    raise WorkerDied(f"{self._describe(i)} exited with code {self.procs[i].exitcode} during {what}")
+                if time.monotonic() > deadline:
+                    raise WorkerDied(f"{self._describe(i)} did not answer {what} in time")
+            try:
+                status, value = conn.recv()
+            except (EOFError, OSError) as exc:
+                raise WorkerDied(f"{self._describe(i)} closed its pipe during {what}") from exc
+            if status != "ok":
+                raise WorkerError(f"{self._describe(i)} failed in {what}: {value}")
+            out.append(value)
+        return out
+
+    def _describe(self, i: int) -> str:
+        group = self.groups[i]
+        envs = f"env {group[0]}" if len(group) == 1 else f"envs {group}"
+        pid = self.procs[i].pid if i < len(self.procs) else None
+        return f"{envs} (worker process {i} of {len(self.groups)}, pid {pid})"
