@@ -11,6 +11,8 @@ import statistics
 from typing import Any, Sequence
 
 from esper_lab.config import WorldConfig
+from esper_lab.env.backends import close_vector_env
+from esper_lab.env.process_vector import ProcessVectorEnv, default_workers
 from esper_lab.env.vector import VectorEnv
 from esper_lab.policy.baselines import Policy, make_baseline
 
@@ -22,19 +24,28 @@ def episode_seeds(seed: int, episodes: int) -> list[int]:
     return [seed + i for i in range(episodes)]
 
 
-def run_episodes(policy: Policy, cfg: WorldConfig, seeds: Sequence[int], batch: int = 8) -> list[dict[str, Any]]:
-    """Play one episode per seed (up to `batch` worlds at a time); returns each episode's summary."""
+def run_episodes(
+    policy: Policy, cfg: WorldConfig, seeds: Sequence[int], batch: int = 8, workers: int | None = None
+) -> list[dict[str, Any]]:
+    """Play one episode per seed (up to `batch` worlds at a time); returns each episode's summary.
+
+    The worlds step in `workers` worker processes (default: one per core; 1 = in this process). The policy always
+    acts in this process, and the numbers do not depend on `workers`."""
     summaries: list[dict[str, Any]] = []
     for start in range(0, len(seeds), batch):
         chunk = list(seeds[start:start + batch])
-        env = VectorEnv(cfg, num_envs=len(chunk), seed=0)
-        reports = env.reset(chunk)
-        policy.reset(len(chunk))
-        done = False
-        while not done:
-            actions = policy.act(reports, env.masks())  # [E, 8]
-            reports, _, _, truncated, infos = env.step(actions)
-            done = bool(truncated.all())
+        n = default_workers(len(chunk)) if workers is None else min(workers, len(chunk))
+        env = VectorEnv(cfg, len(chunk), seed=0) if n == 1 else ProcessVectorEnv(cfg, len(chunk), seed=0, workers=n)
+        try:
+            reports = env.reset(chunk)
+            policy.reset(len(chunk))
+            done = False
+            while not done:
+                actions = policy.act(reports, env.masks())  # [E, 8]
+                reports, _, _, truncated, infos = env.step(actions)
+                done = bool(truncated.all())
+        finally:
+            close_vector_env(env)
         summaries += [{**info["episode"], "episode_seed": s} for info, s in zip(infos, chunk)]
     return summaries
 
@@ -52,16 +63,16 @@ def summarize(summaries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate_policies(
-    policy_names: Sequence[str | Policy], cfg: WorldConfig, episodes: int, seed: int
+    policy_names: Sequence[str | Policy], cfg: WorldConfig, episodes: int, seed: int, workers: int | None = None
 ) -> dict[str, dict[str, Any]]:
     """`{policy name: summary}` over `episodes` episodes starting at episode seed `seed`. Names are baselines
     ('heuristic', 'random', 'wait'); a `Policy` object is evaluated under its `name`. The random baseline's own
-    sampling is seeded with `seed`."""
+    sampling is seeded with `seed`. `workers`: as in `run_episodes`."""
     seeds = episode_seeds(seed, episodes)
     results = {}
     for entry in policy_names:
         policy = make_baseline(entry, seed) if isinstance(entry, str) else entry
-        results[policy.name] = summarize(run_episodes(policy, cfg, seeds))
+        results[policy.name] = summarize(run_episodes(policy, cfg, seeds, workers=workers))
     return results
 
 

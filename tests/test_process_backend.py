@@ -105,3 +105,12 @@ def test_demo_defaults_to_one_worker_per_core():
         assert isinstance(envs, ProcessVectorEnv) and len(envs.groups) == min(2, os.cpu_count() or 1)
     finally:
         close_vector_env(envs)
+
+
+def test_evaluation_does_not_depend_on_workers():
+    from esper_lab.evaluate import evaluate_policies
+
+    world = preset("tiny").world
+    one = evaluate_policies(["random", "heuristic"], world, episodes=3, seed=11, workers=1)
+    two = evaluate_policies(["random", "heuristic"], world, episodes=3, seed=11, workers=2)
+    assert one == two and one["random"]["episodes"] == 3

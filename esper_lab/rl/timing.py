@@ -6,6 +6,7 @@ import statistics
 from typing import Any
 
 from esper_lab.config import TrainConfig
+from esper_lab.malloc import malloc_setting
 
 
 def bench_train(cfg: TrainConfig, updates: int = 3) -> dict[str, Any]:
@@ -13,14 +14,19 @@ def bench_train(cfg: TrainConfig, updates: int = 3) -> dict[str, Any]:
     from esper_lab.rl.trainer import Trainer
 
     trainer = Trainer(cfg)
-    trainer.train_step()  # warm-up: allocator, oneDNN primitives
-    records = [trainer.train_step() for _ in range(updates)]
+    try:
+        trainer.train_step()  # warm-up: allocator, oneDNN primitives
+        records = [trainer.train_step() for _ in range(updates)]
+    finally:
+        trainer.close()
 
     def med(key: str) -> float:
         return statistics.median(r[key] for r in records)
 
     total = med("rollout_seconds") + med("update_seconds")
     return {
+        "backend": cfg.backend,
+        "malloc": malloc_setting(),
         "num_envs": cfg.num_envs,
         "episode_length": cfg.world.max_epochs,
         "steps_per_update": cfg.num_envs * cfg.world.max_epochs,

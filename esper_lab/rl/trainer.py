@@ -23,6 +23,7 @@ from esper_lab.actions import HEAD_NAMES, LifecycleOp
 from esper_lab.config import TrainConfig
 from esper_lab.env.backends import close_vector_env, make_vector_env
 from esper_lab.features import OBS_DIM, batch_obs_to_features
+from esper_lab.malloc import tune_malloc
 from esper_lab.policy.baselines import BASELINES
 from esper_lab.policy.bundle import LSTMPolicyBundle
 from esper_lab.rl import probes
@@ -63,6 +64,7 @@ class Trainer:
     """Owns the worlds, the policy, the PPO updater, the normalisers and (optionally) a run directory."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path | str | None = None, *, resume: bool = False):
+        tune_malloc()  # esper_lab/malloc.py: oneDNN's per-call buffers stay in the heap
         torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
         self.cfg = cfg
