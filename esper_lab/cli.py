@@ -60,15 +60,42 @@ def _dashboard_parser(sub: argparse._SubParsersAction) -> None:
                    help="also start training this preset in the background (what `make run` does with demo)")
 
 
+def _checked(parse):
+    """An argparse `type=` from a parser that raises ConfigError (so bad input is an argparse error)."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = parse.__name__.replace("parse_", "")
+    return convert
+
+
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
+    from esper_lab.compare import report as cmp
+
     p = sub.add_parser("bench", help="measure speed on this machine")
-    p.add_argument("what", choices=("env", "policy", "train"), help="env: ms per env step; policy: get_action and "
-                   "forward+backward; train: SPS and the env / policy / update split")
-    p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="preset (default: demo)")
+    p.add_argument("what", choices=("env", "policy", "train", "compare"), help="env: ms per env step; policy: "
+                   "get_action and forward+backward; train: SPS and the env / policy / update split; compare: "
+                   "side by side with sb3-contrib's RecurrentPPO (needs pip install -e '.[bench]')")
+    p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="preset (default: demo; compare: part C)")
     p.add_argument("--steps", type=int, default=60, help="env steps to time (bench env; default: 60)")
     p.add_argument("--updates", type=int, default=3, help="updates to time (bench train; default: 3)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
-    p.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    p.add_argument("--json", type=Path,
+                   help=f"also write the figures as JSON here (compare: default {cmp.DEFAULT_JSON})")
+    g = p.add_argument_group("bench compare")
+    g.add_argument("--parts", type=_checked(cmp.parse_parts), default=cmp.PARTS,
+                   help="A: rollout inference, B: update time, C: the same world (default: A,B,C)")
+    g.add_argument("--repeats", type=_checked(cmp.positive_int), default=7,
+                   help="timed repeats per cell in A and B, median and IQR reported (default: 7)")
+    g.add_argument("--budget-minutes", type=_checked(cmp.positive_float), default=5.0,
+                   help="C: training wall-clock budget per run and side (default: 5)")
+    g.add_argument("--seeds", type=_checked(cmp.parse_seeds), default=(0, 1, 2),
+                   help="C: one run per seed and side (default: 0,1,2)")
+    g.add_argument("--episodes", type=_checked(cmp.positive_int), default=20,
+                   help="C: evaluation episodes per run (default: 20)")
+    g.add_argument("--lstm-hidden", type=_checked(cmp.positive_int), help=argparse.SUPPRESS)  # testing: one H in A, B
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +236,13 @@ def _start_background_training(preset_name: str, env: dict[str, str]) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
+    if args.what == "compare":
+        from esper_lab.compare import report
+
+        return report.main(report.CompareConfig(
+            parts=args.parts, threads=args.threads, repeats=args.repeats, budget_minutes=args.budget_minutes,
+            seeds=args.seeds, episodes=args.episodes, preset=args.preset, json_path=args.json or report.DEFAULT_JSON,
+            lstm_hidden=args.lstm_hidden))
     torch.set_num_threads(args.threads)
     cfg = preset(args.preset)
     if args.what == "env":
@@ -243,7 +277,10 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "dashboard": cmd_dashb
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from esper_lab.malloc import tune_malloc
     from esper_lab.runs import CheckpointError, RunDirError
+
+    tune_malloc()  # before torch allocates anything big: esper_lab/malloc.py
 
     try:
         return COMMANDS[args.command](args)

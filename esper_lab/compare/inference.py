@@ -1,0 +1,144 @@
+"""Part A: rollout inference, microseconds per vectorised step, ours against sb3-contrib's RecurrentPPO.
+
+For each LSTM width H (512, 128) and batch n (8 worlds, 1 world), `steps` policy calls per repeat with the LSTM
+state carried from call to call, random observations `[n, 121]`, under `torch.inference_mode()`:
+
+- ours: `LSTMPolicyBundle.from_config(OBS_DIM, PolicyConfig(lstm_hidden_dim=H)).get_action(obs, blueprint_indices,
+  masks, hidden)` with valid blueprint indices and all-legal masks `[n, k]` per head. feature_dim stays at its
+  default 512 (the Phase 4 network: Linear -> LayerNorm -> ReLU -> LSTM -> LayerNorm -> 8 heads + Q(s, op)).
+- SB3: RecurrentPPO("MlpLstmPolicy") with `shared_lstm=True, enable_critic_lstm=False, net_arch=dict(pi=[256],
+  vf=[256])` on a toy env with our head sizes: `policy.forward(obs_t, lstm_states, episode_starts)` (tensors in,
+  tensors out) and `policy.predict(obs, state, episode_start)` (numpy in and out, SB3's own no_grad, what a user
+  calls).
+
+ratio = SB3 forward / ours: above 1 means ours is faster. Both networks differ in size (parameter counts recorded):
+and with shared_lstm=True SB3 feeds the critic `latent_pi.detach()`, so its value loss never trains the LSTM, while
+our one LSTM is trained by both the policy and the value loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from esper_lab.actions import DEFAULT_NUM_SLOTS, NUM_BLUEPRINTS, head_sizes
+from esper_lab.compare.timing import Log, measure, quiet
+from esper_lab.config import PolicyConfig
+from esper_lab.features import OBS_DIM
+from esper_lab.policy.bundle import LSTMPolicyBundle
+
+NOTES = (
+    "ours: LSTMPolicyBundle.from_config(OBS_DIM, PolicyConfig(lstm_hidden_dim=H), num_slots=3), feature_dim 512 "
+    "(default), get_action with all-legal masks and valid blueprint indices, hidden carried",
+    "sb3: RecurrentPPO MlpLstmPolicy, shared_lstm=True, enable_critic_lstm=False, net_arch pi=[256] vf=[256]; "
+    "forward = policy.forward(obs_t, lstm_states, episode_starts), predict = policy.predict(obs, state, episode_start)",
+    "with shared_lstm=True SB3 feeds the critic latent_pi.detach(): its value loss never trains the LSTM; our one LSTM "
+    "is trained by both the policy and the value loss",
+    "ratio_forward = sb3 forward / ours (> 1: ours faster); ratio_predict = sb3 predict / ours",
+)
+
+
+@dataclass
+class InferenceBenchConfig:
+    """Part A settings."""
+
+    hidden_sizes: tuple[int, ...] = (512, 128)
+    """LSTM widths H to measure (the same on both sides)."""
+    batches: tuple[int, ...] = (8, 1)
+    """Worlds per vectorised step."""
+    steps: int = 300
+    """Policy calls per timed repeat."""
+    repeats: int = 7
+    """Timed repeats per cell (median and IQR reported)."""
+    warmup: int = 1
+    """Untimed repeats before timing."""
+    seed: int = 0
+    """Seed of the weights and the random inputs."""
+
+
+def all_legal_masks(n: int, num_slots: int = DEFAULT_NUM_SLOTS) -> dict[str, torch.Tensor]:
+    """`{head: True [n, k]}` for every head."""
+    return {name: torch.ones(n, k, dtype=torch.bool) for name, k in head_sizes(num_slots).items()}
+
+
+def random_inputs(n: int, gen: torch.Generator, num_slots: int = DEFAULT_NUM_SLOTS) -> tuple[torch.Tensor, ...]:
+    """Random observations `[n, 121]` float32 and valid blueprint indices `[n, S]` int64 in [-1, 12]."""
+    obs = torch.randn(n, OBS_DIM, generator=gen)  # [n, D]
+    bp_idx = torch.randint(-1, NUM_BLUEPRINTS, (n, num_slots), generator=gen)  # [n, S]
+    return obs, bp_idx
+
+
+def param_count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def bench_ours(lstm_hidden: int, n: int, cfg: InferenceBenchConfig) -> tuple[dict, int]:
+    """(microseconds per `get_action` step: median / IQR summary, parameter count) for our bundle."""
+    torch.manual_seed(cfg.seed)
+    bundle = LSTMPolicyBundle.from_config(OBS_DIM, PolicyConfig(lstm_hidden_dim=lstm_hidden),
+                                          num_slots=DEFAULT_NUM_SLOTS)
+    bundle.eval()
+    obs, bp_idx = random_inputs(n, torch.Generator().manual_seed(cfg.seed))
+    masks = all_legal_masks(n)
+    carried = {"hidden": bundle.initial_hidden(n)}  # (h, c), each [1, n, H]
+
+    def run() -> None:
+        with torch.inference_mode():
+            hidden = carried["hidden"]
+            for _ in range(cfg.steps):
+                hidden = bundle.get_action(obs, bp_idx, masks, hidden).hidden
+            carried["hidden"] = hidden
+
+    return measure(run, repeats=cfg.repeats, warmup=cfg.warmup, scale=1e6 / cfg.steps), param_count(bundle)
+
+
+def bench_sb3(lstm_hidden: int, n: int, cfg: InferenceBenchConfig) -> tuple[dict, dict, int]:
+    """(forward µs per step, predict µs per step, parameter count) for SB3's shared-LSTM policy."""
+    from esper_lab.compare.sb3_side import initial_states, make_toy_model
+
+    torch.manual_seed(cfg.seed)
+    policy = make_toy_model(2048, lstm_hidden, seed=cfg.seed).policy
+    policy.set_training_mode(False)
+    obs = random_inputs(n, torch.Generator().manual_seed(cfg.seed))[0].numpy()  # [n, D], the same as ours
+    obs_t, starts, starts_np = torch.as_tensor(obs), torch.zeros(n), np.zeros(n, dtype=bool)
+    carried = {"forward": initial_states(n, lstm_hidden), "predict": None}
+
+    def forward() -> None:
+        with torch.inference_mode():
+            states = carried["forward"]
+            for _ in range(cfg.steps):
+                states = policy(obs_t, states, starts)[3]  # (actions, values, log_prob, lstm_states)
+            carried["forward"] = states
+
+    def predict() -> None:
+        state = carried["predict"]
+        for _ in range(cfg.steps):
+            state = policy.predict(obs, state=state, episode_start=starts_np)[1]
+        carried["predict"] = state
+
+    scale = 1e6 / cfg.steps
+    fwd = measure(forward, repeats=cfg.repeats, warmup=cfg.warmup, scale=scale)
+    pred = measure(predict, repeats=cfg.repeats, warmup=cfg.warmup, scale=scale)
+    return fwd, pred, param_count(policy)
+
+
+def run_inference(cfg: InferenceBenchConfig | None = None, log: Log = quiet) -> dict:
+    """Part A. Returns `{config, notes, rows}`; each row: `lstm_hidden`, `batch`, `ours_us`, `sb3_forward_us`,
+    `sb3_predict_us` (median / q1 / q3 / iqr / samples, µs per vectorised step), `ratio_forward`, `ratio_predict`
+    (SB3 median / ours median), `ours_params`, `sb3_params`."""
+    cfg = cfg or InferenceBenchConfig()
+    rows = []
+    for lstm_hidden in cfg.hidden_sizes:
+        for n in cfg.batches:
+            log(f"A H={lstm_hidden} batch={n}: ours get_action")
+            ours, ours_params = bench_ours(lstm_hidden, n, cfg)
+            log(f"A H={lstm_hidden} batch={n}: sb3 forward / predict")
+            fwd, pred, sb3_params = bench_sb3(lstm_hidden, n, cfg)
+            rows.append(dict(
+                lstm_hidden=lstm_hidden, batch=n, ours_us=ours, sb3_forward_us=fwd, sb3_predict_us=pred,
+                ratio_forward=fwd["median"] / ours["median"], ratio_predict=pred["median"] / ours["median"],
+                ours_params=ours_params, sb3_params=sb3_params,
+            ))
+    return {"config": asdict(cfg), "notes": list(NOTES), "rows": rows}

@@ -1,0 +1,184 @@
+"""Part B: PPO update time, ms per 1,000 samples per epoch, at episode lengths L = 1024, 32 and 8 (H = 512).
+
+The same data volume on both sides: 1,024 samples per update, 4 epochs of 4 minibatches of 256 samples.
+
+- SB3: RecurrentPPO (shared-LSTM layout of part A), n_envs 8, n_steps 128, batch_size 256, n_epochs 4, on a toy env
+  with fixed episode length L. `learn(2048)` fills the buffer (it then holds the second rollout: for L = 1024 it has
+  no episode start), then `model.train()` is timed (each call changes the model: fine, the work is the same).
+  Any episode start inside a minibatch sends SB3 into its per-step LSTM loop.
+- ours: our real Phase 4 network (`PolicyConfig(lstm_hidden_dim=H)`, parameter count recorded), a `RolloutBuffer`
+  filled by `get_action` on random observations so the stored log-probs are exact, rows that are whole episodes
+  re-run from their stored initial hidden state: E rows x T steps = 1,024. L >= 128: 8 rows x 128 steps, chunks of
+  longer episodes (no done inside; the last step is a truncation with a bootstrap value; the initial hidden state is
+  a mid-episode one). L < 128: 1024 / L rows x L steps, each ending with a true terminal. `PPOConfig(epochs=4,
+  minibatches=4, target_kl=None)` so no early stop changes the work; `PPOUpdater(bundle, cfg).update(buffer)` is timed.
+
+A forward hook on every `nn.LSTM` counts calls per update and sums T x batch over them ("padded samples"; 4,096 real
+samples = 1,024 x 4 epochs). ratio = SB3 / ours: above 1 means ours is faster. With shared_lstm=True SB3's value
+loss never trains the LSTM (the critic reads `latent_pi.detach()`); ours back-propagates both losses into it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+
+from esper_lab.actions import DEFAULT_NUM_SLOTS
+from esper_lab.compare.inference import all_legal_masks, param_count, random_inputs
+from esper_lab.compare.timing import Log, measure, quiet
+from esper_lab.config import ConfigError, PolicyConfig, PPOConfig
+from esper_lab.features import OBS_DIM
+from esper_lab.policy.bundle import LSTMPolicyBundle
+from esper_lab.rl.buffer import RolloutBuffer
+from esper_lab.rl.ppo import PPOUpdater
+
+WARM_STEPS = 8  # steps run (not stored) before a chunk row starts, so its initial hidden state is a mid-episode one
+
+
+@dataclass
+class UpdateBenchConfig:
+    """Part B settings."""
+
+    episode_lengths: tuple[int, ...] = (1024, 32, 8)
+    """Fixed episode lengths L."""
+    lstm_hidden_dim: int = 512
+    """H on both sides."""
+    samples: int = 1024
+    """Samples per update (SB3: n_envs x n_steps)."""
+    envs: int = 8
+    """SB3's n_envs; our rows when an episode is longer than samples / envs."""
+    epochs: int = 4
+    """Passes over the rollout per update."""
+    minibatches: int = 4
+    """Minibatches per epoch (SB3 batch_size = samples / minibatches)."""
+    repeats: int = 7
+    """Timed updates per side and L (after one counted warm-up update)."""
+    seed: int = 0
+    """Seed of the weights and the data."""
+
+
+def our_layout(episode_length: int, samples: int = 1024, envs: int = 8) -> tuple[int, int, bool]:
+    """`(rows E, steps T, chunked)` with E x T = samples: whole episodes of L steps when L < samples / envs, else
+    `envs` rows of samples / envs steps cut from longer episodes (chunked = True)."""
+    if samples % envs:
+        raise ConfigError(f"samples ({samples}) must be a multiple of envs ({envs})")
+    steps = samples // envs
+    if episode_length >= steps:
+        return envs, steps, episode_length > steps
+    if episode_length < 1 or samples % episode_length:
+        raise ConfigError(f"episode length {episode_length} must divide samples ({samples})")
+    return samples // episode_length, episode_length, False
+
+
+@contextmanager
+def count_lstm_calls(*modules: nn.Module) -> Iterator[dict[str, int]]:
+    """Count forward calls of every `nn.LSTM` inside `modules`: yields `{calls, padded_samples}` where
+    padded_samples sums T x batch of each call's input (`[T, N, F]` or batch-first `[N, T, F]`)."""
+    counts = {"calls": 0, "padded_samples": 0}
+
+    def hook(module: nn.Module, inputs: tuple, output) -> None:
+        x = inputs[0]
+        counts["calls"] += 1
+        counts["padded_samples"] += x.shape[0] * x.shape[1] if x.dim() == 3 else x.shape[0]
+
+    lstms = {id(m): m for root in modules for m in root.modules() if isinstance(m, nn.LSTM)}
+    handles = [m.register_forward_hook(hook) for m in lstms.values()]
+    try:
+        yield counts
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def fill_buffer(bundle: LSTMPolicyBundle, episode_length: int, cfg: UpdateBenchConfig) -> RolloutBuffer:
+    """A buffer of `our_layout(L)` rows filled by `bundle.get_action` on random observations (exact log-probs),
+    all-legal masks, reward 0/1; dones where episodes end (terminal, or truncation + bootstrap for chunks)."""
+    E, T, chunked = our_layout(episode_length, cfg.samples, cfg.envs)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    buffer = RolloutBuffer(E, T, OBS_DIM, DEFAULT_NUM_SLOTS, bundle.network.lstm_hidden_dim)
+    masks = all_legal_masks(E)  # {head: [E, k]}
+    hidden = bundle.initial_hidden(E)  # (h, c), each [1, E, H]
+    for _ in range(WARM_STEPS if chunked else 0):
+        hidden = bundle.get_action(*random_inputs(E, gen), masks, hidden).hidden
+    for t in range(T):
+        obs, bp_idx = random_inputs(E, gen)  # [E, D], [E, S]
+        result = bundle.get_action(obs, bp_idx, masks, hidden)
+        end = torch.full((E,), t == T - 1)  # [E] bool
+        buffer.add(obs=obs, blueprint_indices=bp_idx, actions=result.actions, log_probs=result.log_probs,
+                   value=result.value, op_values=result.op_values,
+                   reward=torch.randint(0, 2, (E,), generator=gen).float(), done=end, truncated=end & chunked,
+                   masks=masks, hidden=hidden)
+        hidden = result.hidden
+    if chunked:
+        buffer.set_bootstrap(bundle.get_action(*random_inputs(E, gen), masks, hidden, deterministic=True).value)
+    return buffer
+
+
+def ms_per_1k_per_epoch(seconds: float, cfg: UpdateBenchConfig) -> float:
+    return seconds * 1e3 / cfg.epochs / (cfg.samples / 1000)
+
+
+def bench_ours(episode_length: int, cfg: UpdateBenchConfig) -> dict:
+    """Our update at episode length L: `{ms_per_1k_epoch (summary), lstm_calls, padded_samples, rows, steps,
+    params}`."""
+    torch.manual_seed(cfg.seed)
+    bundle = LSTMPolicyBundle.from_config(OBS_DIM, PolicyConfig(lstm_hidden_dim=cfg.lstm_hidden_dim),
+                                          num_slots=DEFAULT_NUM_SLOTS)
+    buffer = fill_buffer(bundle, episode_length, cfg)
+    updater = PPOUpdater(bundle, PPOConfig(epochs=cfg.epochs, minibatches=cfg.minibatches, target_kl=None))
+    with count_lstm_calls(bundle.network) as counts:
+        updater.update(buffer)  # counted, and the warm-up
+    timing = measure(lambda: updater.update(buffer), repeats=cfg.repeats, warmup=0,
+                     scale=ms_per_1k_per_epoch(1.0, cfg))
+    return dict(ms_per_1k_epoch=timing, lstm_calls=counts["calls"], padded_samples=counts["padded_samples"],
+                rows=buffer.num_envs, steps=buffer.max_steps, params=param_count(bundle))
+
+
+def bench_sb3(episode_length: int, cfg: UpdateBenchConfig) -> dict:
+    """SB3's `train()` at episode length L: `{ms_per_1k_epoch, lstm_calls, padded_samples, starts_in_buffer,
+    params}`."""
+    from esper_lab.compare.sb3_side import make_toy_model
+
+    torch.manual_seed(cfg.seed)
+    model = make_toy_model(episode_length, cfg.lstm_hidden_dim, n_envs=cfg.envs, n_steps=cfg.samples // cfg.envs,
+                           batch_size=cfg.samples // cfg.minibatches, n_epochs=cfg.epochs, seed=cfg.seed)
+    model.learn(2 * cfg.samples)  # two rollouts; the buffer holds the second
+    with count_lstm_calls(model.policy) as counts:
+        model.train()  # counted, and the warm-up
+    timing = measure(model.train, repeats=cfg.repeats, warmup=0, scale=ms_per_1k_per_epoch(1.0, cfg))
+    return dict(ms_per_1k_epoch=timing, lstm_calls=counts["calls"], padded_samples=counts["padded_samples"],
+                starts_in_buffer=int(model.rollout_buffer.episode_starts.sum()), params=param_count(model.policy))
+
+
+def run_update(cfg: UpdateBenchConfig | None = None, log: Log = quiet) -> dict:
+    """Part B. Returns `{config, notes, rows}`; each row: `episode_length`, `ours`, `sb3` (see `bench_ours` /
+    `bench_sb3`) and `ratio` = SB3 median / ours median."""
+    cfg = cfg or UpdateBenchConfig()
+    if cfg.samples % cfg.minibatches:
+        raise ConfigError(f"samples ({cfg.samples}) must be a multiple of minibatches ({cfg.minibatches})")
+    rows = []
+    for L in cfg.episode_lengths:
+        E, T, _ = our_layout(L, cfg.samples, cfg.envs)
+        if E % cfg.minibatches:
+            raise ConfigError(f"L={L}: our {E} rows do not split into {cfg.minibatches} minibatches")
+        log(f"B L={L} H={cfg.lstm_hidden_dim}: ours ({E} rows x {T} steps), {cfg.repeats} updates")
+        ours = bench_ours(L, cfg)
+        log(f"B L={L} H={cfg.lstm_hidden_dim}: sb3 learn({2 * cfg.samples}) then {cfg.repeats} x train()")
+        sb3 = bench_sb3(L, cfg)
+        rows.append(dict(episode_length=L, ours=ours, sb3=sb3,
+                         ratio=sb3["ms_per_1k_epoch"]["median"] / ours["ms_per_1k_epoch"]["median"]))
+    notes = [
+        f"{cfg.samples} samples per update, {cfg.epochs} epochs x {cfg.minibatches} minibatches of "
+        f"{cfg.samples // cfg.minibatches} samples on both sides; ratio = sb3 / ours (> 1: ours faster)",
+        "ours: the real Phase 4 network (feature_dim 512, LSTM, LayerNorm, 8 heads, Q(s, op)), PPOConfig(epochs, "
+        "minibatches, target_kl=None); rows are whole episodes (or chunks of longer ones) re-run from a stored "
+        "initial hidden state in one LSTM call per minibatch",
+        "sb3: shared_lstm=True, enable_critic_lstm=False, net_arch pi=[256] vf=[256]; buffer from learn(2 * samples)",
+        "with shared_lstm=True SB3 feeds the critic latent_pi.detach(): its value loss never trains the LSTM; our one "
+        "LSTM is trained by both the policy and the value loss",
+    ]
+    return {"config": asdict(cfg), "notes": notes, "rows": rows}

@@ -1,0 +1,369 @@
+"""`esper-lab bench compare`: what each part measures and counts, the SB3 adapters, the verdicts and the CLI.
+
+Timings are not asserted (they depend on the machine); the deterministic facts are: LSTM call counts, buffer layouts,
+exact stored log-probs, the matched hyperparameters, the budget rule, and the PASS / MISS logic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from esper_lab.actions import HEAD_NAMES, head_sizes
+from esper_lab.cli import build_parser
+from esper_lab.compare import report
+from esper_lab.compare.timing import summarize
+from esper_lab.config import ConfigError, preset
+
+SMALL_H = 32
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the machine has 2 cores and is shared, and nothing here is a speed assertion."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def sb3():
+    return pytest.importorskip("sb3_contrib")
+
+
+# --- part B: LSTM calls and our buffer layout -----------------------------------------------------------------------
+
+
+def test_our_update_makes_one_lstm_call_per_minibatch_at_every_length_while_sb3_loops_on_short_episodes():
+    sb3()
+    from esper_lab.compare.update import UpdateBenchConfig, bench_ours, bench_sb3
+
+    cfg = UpdateBenchConfig(lstm_hidden_dim=SMALL_H, repeats=1)
+    for L in cfg.episode_lengths:
+        ours = bench_ours(L, cfg)
+        assert ours["lstm_calls"] == cfg.epochs * cfg.minibatches == 16, L
+        assert ours["padded_samples"] == cfg.epochs * cfg.samples, L  # no padding: 4 x 1,024
+        assert ours["rows"] * ours["steps"] == cfg.samples
+    short = bench_sb3(8, cfg)
+    assert short["starts_in_buffer"] > 0
+    assert short["lstm_calls"] > 16  # episode starts in every minibatch: SB3's per-step loop
+    assert short["padded_samples"] >= cfg.epochs * cfg.samples
+    for timing in (ours["ms_per_1k_epoch"], short["ms_per_1k_epoch"]):
+        assert timing["median"] > 0 and len(timing["samples"]) == 1
+
+
+@pytest.mark.parametrize("L, rows, steps, chunked", [(1024, 8, 128, True), (32, 32, 32, False), (8, 128, 8, False)])
+def test_our_buffer_has_1024_samples_and_dones_only_where_episodes_end(L, rows, steps, chunked):
+    from esper_lab.compare.update import UpdateBenchConfig, fill_buffer, our_layout
+    from esper_lab.config import PolicyConfig, PPOConfig
+    from esper_lab.features import OBS_DIM
+    from esper_lab.policy.bundle import LSTMPolicyBundle
+    from esper_lab.rl.ppo import PPOUpdater
+
+    assert our_layout(L) == (rows, steps, chunked)
+    torch.manual_seed(0)
+    bundle = LSTMPolicyBundle.from_config(OBS_DIM, PolicyConfig(feature_dim=32, lstm_hidden_dim=SMALL_H))
+    batch = fill_buffer(bundle, L, UpdateBenchConfig(lstm_hidden_dim=SMALL_H)).batched()
+    assert (batch.num_envs, batch.num_steps) == (rows, steps)
+    assert int(batch.valid.sum()) == 1024
+    assert not batch.dones[:, :-1].any() and batch.dones[:, -1].all()  # one episode end per row, at its last step
+    assert bool(batch.truncated[:, -1].all()) is chunked and not batch.truncated[:, :-1].any()
+    assert bool((batch.bootstrap_values[:, -1] != 0).all()) is chunked and not batch.bootstrap_values[:, :-1].any()
+    assert bool(batch.initial_hidden[0].abs().sum() > 0) is chunked  # a chunk starts mid-episode
+    # The stored log-probs are exact: re-running each row from its stored initial hidden state gives ratio 1.
+    metrics = PPOUpdater(bundle, PPOConfig(epochs=1, minibatches=4, target_kl=None)).update(batch)
+    assert metrics["ratio_first"] < 1e-4
+
+
+def test_our_layout_rejects_lengths_that_do_not_tile_the_rollout():
+    from esper_lab.compare.update import our_layout
+
+    with pytest.raises(ConfigError, match="must divide"):
+        our_layout(24)
+
+
+def test_lstm_counter_sums_time_times_batch_and_unhooks():
+    from esper_lab.compare.update import count_lstm_calls
+
+    net = torch.nn.Sequential(torch.nn.LSTM(4, 8, batch_first=True))
+    lstm = net[0]
+    with count_lstm_calls(net, lstm) as counts:  # the same LSTM reached twice is hooked once
+        lstm(torch.zeros(3, 5, 4))  # [N=3, T=5, F]
+        lstm(torch.zeros(2, 1, 4))
+    lstm(torch.zeros(3, 5, 4))  # after the block: not counted
+    assert counts == {"calls": 2, "padded_samples": 17}
+
+
+# --- part A ----------------------------------------------------------------------------------------------------------
+
+
+def test_part_a_returns_positive_finite_timings_for_every_cell():
+    sb3()
+    from esper_lab.compare.inference import InferenceBenchConfig, run_inference
+
+    cfg = InferenceBenchConfig(hidden_sizes=(16,), batches=(2, 1), steps=3, repeats=2)
+    result = run_inference(cfg)
+    assert [(r["lstm_hidden"], r["batch"]) for r in result["rows"]] == [(16, 2), (16, 1)]
+    for row in result["rows"]:
+        assert set(row) == {"lstm_hidden", "batch", "ours_us", "sb3_forward_us", "sb3_predict_us", "ratio_forward",
+                            "ratio_predict", "ours_params", "sb3_params"}
+        for key in ("ours_us", "sb3_forward_us", "sb3_predict_us"):
+            stat = row[key]
+            assert len(stat["samples"]) == 2 and all(math.isfinite(x) and x > 0 for x in stat["samples"])
+            assert stat["q1"] <= stat["median"] <= stat["q3"]
+        assert row["ratio_forward"] == pytest.approx(row["sb3_forward_us"]["median"] / row["ours_us"]["median"])
+        assert row["ours_params"] > row["sb3_params"] > 0  # our feature net stays 512 wide
+    assert any("latent_pi.detach()" in note for note in result["notes"])
+
+
+# --- part C: matched hyperparameters, the adapter, the budget rule --------------------------------------------------
+
+
+def test_sb3_world_hyperparameters_match_ours_where_sb3_has_the_knob():
+    from esper_lab.compare.sb3_side import world_hyperparameters
+
+    cfg = preset("demo")
+    hp = world_hyperparameters(cfg)
+    assert hp["n_envs"] == cfg.num_envs and hp["n_steps"] == cfg.world.max_epochs  # one rollout = one episode
+    assert hp["batch_size"] * cfg.ppo.minibatches == cfg.num_envs * cfg.world.max_epochs
+    assert (hp["n_epochs"], hp["learning_rate"], hp["gamma"], hp["gae_lambda"]) == (
+        cfg.ppo.epochs, cfg.ppo.lr, cfg.ppo.gamma, cfg.ppo.gae_lambda)
+    assert (hp["clip_range"], hp["max_grad_norm"], hp["target_kl"], hp["vf_coef"]) == (
+        0.2, cfg.ppo.max_grad_norm, cfg.ppo.target_kl, cfg.ppo.value_coef)
+    assert hp["ent_coef"] == 0.01 and hp["policy_kwargs"] == {"lstm_hidden_size": 512}
+
+
+def test_sb3_adapter_builds_morpho_env_observations_and_returns_actions_within_head_sizes():
+    sb3()
+    from esper_lab.compare.sb3_side import SB3Policy, make_world_model
+    from esper_lab.env.morpho_env import MorphoEnv
+    from esper_lab.env.vector import VectorEnv
+    from esper_lab.evaluate import run_episodes
+
+    cfg = preset("tiny", **{"world.max_epochs": 3, "policy.lstm_hidden_dim": 16})
+    model = make_world_model(cfg, seed=0)
+    seen = []
+    predict = model.predict
+
+    def recording_predict(obs, state=None, episode_start=None, deterministic=False):
+        seen.append((obs, state, episode_start.copy()))
+        return predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
+
+    model.predict = recording_predict
+    policy = SB3Policy(model, name="sb3")
+    env = VectorEnv(cfg.world, num_envs=3, seed=0)
+    reports = env.reset([5, 6, 7])
+    policy.reset(3)
+    for _ in range(2):
+        actions = policy.act(reports, env.masks())
+        assert actions.shape == (3, len(HEAD_NAMES)) and actions.dtype == torch.int64
+        sizes = torch.tensor([head_sizes()[h] for h in HEAD_NAMES])
+        assert ((actions >= 0) & (actions < sizes)).all()
+        reports = env.step(actions)[0]
+    # The observation is exactly what MorphoEnv gives for the same episode; the LSTM state is carried.
+    first_obs, first_state, first_start = seen[0]
+    gym_obs, _ = MorphoEnv(cfg.world).reset(seed=5)
+    assert set(first_obs) == set(gym_obs)
+    for key in gym_obs:
+        np.testing.assert_array_equal(first_obs[key][0], gym_obs[key])
+        assert first_obs[key].dtype == gym_obs[key].dtype
+    assert first_state is None and first_start.all()
+    assert seen[1][1] is not None and not seen[1][2].any()
+    # And it plays whole episodes in the evaluator.
+    summaries = run_episodes(policy, cfg.world, seeds=[1, 2])
+    assert [s["epochs"] for s in summaries] == [3, 3]
+
+
+def test_same_world_stops_both_sides_after_the_first_update_past_the_budget():
+    sb3()
+    from esper_lab.compare.same_world import SameWorldConfig, run_same_world
+
+    cfg = SameWorldConfig(preset="tiny", budget_minutes=1e-4, seeds=(0,), episodes=1, threads=1,
+                          overrides={"world.max_epochs": 3, "policy.lstm_hidden_dim": 16, "policy.feature_dim": 16})
+    result = run_same_world(cfg)
+    run = result["runs"][0]
+    assert run["order"] == ["ours", "sb3"]
+    for side in ("ours", "sb3"):
+        assert run[side]["updates"] == 1  # the budget is checked after each update on both sides
+        assert run[side]["env_steps"] >= 2 * 3 and run[side]["sps"] > 0
+        assert run[side]["eval"]["episodes"] == 1 and run[side]["eval"]["episode_seed"] == [1000]
+    pools = result["pooled"]
+    assert result["return_diff"] == pytest.approx(pools["ours"]["return_mean"] - pools["sb3"]["return_mean"])
+    assert result["hyperparameters"]["sb3"]["n_steps"] == 3
+
+
+def test_missing_sb3_raises_an_error_naming_the_install(monkeypatch):
+    from esper_lab.compare.sb3_side import BenchDependencyError, require_sb3
+
+    monkeypatch.setitem(sys.modules, "sb3_contrib", None)  # `import sb3_contrib` now raises ImportError
+    with pytest.raises(BenchDependencyError, match=r"pip install -e '\.\[bench\]'"):
+        require_sb3()
+
+
+# --- report: verdicts, table, JSON, input --------------------------------------------------------------------------
+
+
+def stat(x: float) -> dict:
+    return summarize([x])
+
+
+def fake_parts(ratio_a: float, ratio_b: float, return_diff: float, hidden_b: int = 512) -> dict:
+    a_rows = [dict(lstm_hidden=H, batch=n, ours_us=stat(100.0), sb3_forward_us=stat(100.0 * ratio_a),
+                   sb3_predict_us=stat(90.0), ratio_forward=ratio_a, ratio_predict=0.9, ours_params=10, sb3_params=5)
+              for H in (512, 128) for n in (8, 1)]
+    b_row = lambda L: dict(episode_length=L, ratio=ratio_b,  # noqa: E731
+                           ours=dict(ms_per_1k_epoch=stat(50.0), lstm_calls=16, padded_samples=4096, params=10),
+                           sb3=dict(ms_per_1k_epoch=stat(50.0 * ratio_b), lstm_calls=512, padded_samples=4608,
+                                    params=5))
+    side = lambda r: dict(seconds=10.0, env_steps=100, sps=10.0, updates=2,  # noqa: E731
+                          eval=dict(return_mean=r, return_std=1.0, final_val_acc_mean=60.0))
+    pool = lambda r: dict(return_mean=r, return_std=1.0, final_val_acc_mean=60.0, sps=10.0)  # noqa: E731
+    return {
+        "A": {"rows": a_rows},
+        "B": {"config": {"lstm_hidden_dim": hidden_b}, "rows": [b_row(1024), b_row(32), b_row(8)]},
+        "C": {"runs": [dict(seed=0, ours=side(1.0 + return_diff), sb3=side(1.0))], "return_diff": return_diff,
+              "sps_ratio": 1.0, "pooled": {"ours": pool(1.0 + return_diff), "sb3": pool(1.0)}},
+    }
+
+
+def statuses(parts: dict) -> list[str]:
+    return [v["status"] for v in report.judge(parts)]
+
+
+def test_verdicts_pass_at_the_threshold_and_miss_below_it():
+    assert statuses(fake_parts(1.0, 2.0, 0.01)) == ["PASS", "PASS", "PASS"]
+    assert statuses(fake_parts(0.99, 1.99, 0.0)) == ["MISS", "MISS", "MISS"]  # C needs a strictly higher return
+    assert statuses(fake_parts(3.0, 0.5, -2.0)) == ["PASS", "MISS", "MISS"]
+    values = [v["value"] for v in report.judge(fake_parts(1.5, 2.5, -0.5))]
+    assert values == [1.5, 2.5, -0.5]
+
+
+def test_verdicts_are_not_applicable_when_the_target_row_was_not_measured():
+    parts = fake_parts(2.0, 3.0, 1.0, hidden_b=32)
+    parts["A"]["rows"] = [r for r in parts["A"]["rows"] if r["lstm_hidden"] == 128]
+    assert statuses(parts) == ["n/a", "n/a", "PASS"]
+    assert statuses({}) == ["n/a", "n/a", "n/a"]
+
+
+def fake_results(parts: dict, repeats: int = 7) -> dict:
+    env = dict(torch="2.13.0", sb3_contrib="2.9.2", stable_baselines3="2.9.2", python="3.11.7", torch_num_threads=2,
+               malloc="tuned")
+    cfg = dict(threads=2, repeats=repeats)
+    return {"environment": env, "config": cfg, "parts": parts, "targets": report.judge(parts)}
+
+
+def test_table_shows_versions_malloc_ratios_and_verdicts():
+    table = report.format_table(fake_results(fake_parts(0.5, 2.5, 1.0), repeats=1))
+    assert "malloc tuned" in table and "sb3-contrib 2.9.2" in table and "torch.get_num_threads() = 2" in table
+    assert "fewer than 5 repeats" in table
+    a_line = next(line for line in table.splitlines() if line.startswith("A") and "H=512 batch 8" in line
+                  and "forward" in line)
+    assert a_line.rstrip().endswith("MISS") and "0.50x" in a_line
+    b_line = next(line for line in table.splitlines() if "L=32 ms per 1k" in line)
+    assert b_line.rstrip().endswith("PASS") and "2.50x" in b_line
+    assert table.splitlines()[-1].endswith("PASS")  # target C
+    widths = {len(line) for line in table.splitlines() if line[:2] in ("A ", "B ", "C ")}
+    assert len(widths) == 1  # fixed width
+
+
+def test_main_writes_json_after_each_part(monkeypatch, tmp_path, capsys):
+    sb3()
+    parts = fake_parts(1.2, 2.5, 1.0)
+    written = []
+    monkeypatch.setattr(report, "run_part", lambda part, cfg, log: parts[part])
+    monkeypatch.setattr(report, "write_json", lambda path, results: written.append(json.loads(json.dumps(results))))
+    monkeypatch.delenv("ESPER_LAB_MALLOC", raising=False)
+    cfg = report.CompareConfig(parts=("A", "B"), threads=1, json_path=tmp_path / "out.json")
+    assert report.main(cfg, log=lambda message: None) == 0
+    assert [list(w["parts"]) for w in written] == [["A"], ["A", "B"]]
+    final = written[-1]
+    assert final["environment"]["malloc"] in ("tuned", "unavailable")  # run_compare tunes it before anything runs
+    assert final["environment"]["torch_num_threads"] == 1
+    for key in ("torch", "sb3_contrib", "stable_baselines3", "python"):
+        assert final["environment"][key]
+    assert [t["status"] for t in final["targets"]] == ["PASS", "PASS", "n/a"]
+    assert "ours >= 2x faster update" in capsys.readouterr().out
+
+
+def test_write_json_is_indented_and_turns_nan_into_null(tmp_path):
+    path = tmp_path / "r" / "out.json"
+    report.write_json(path, {"x": float("nan"), "y": [1.5]})
+    assert json.loads(path.read_text()) == {"x": None, "y": [1.5]} and "\n  " in path.read_text()
+
+
+@pytest.mark.parametrize("tunables, expected", [
+    ("glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296", "tuned"),
+    ("glibc.malloc.trim_threshold=1", "default"),
+    (None, "default"),
+])
+def test_environment_records_malloc_from_glibc_tunables_when_not_tuned_at_run_time(tunables, expected, monkeypatch):
+    from esper_lab import malloc
+
+    monkeypatch.setitem(malloc._state, "setting", None)  # as if nothing in this process had called tune_malloc
+    if tunables is None:
+        monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    else:
+        monkeypatch.setenv("GLIBC_TUNABLES", tunables)
+    env = report.environment()
+    assert env["malloc"] == expected and env["glibc_tunables"] == tunables
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--parts", "X"], "unknown part 'X'; choose from A, B, C"),
+    (["--parts", "A,Q"], "unknown part 'Q'"),
+    (["--parts", ","], "no part given"),
+    (["--budget-minutes", "0"], "must be greater than 0"),
+    (["--seeds", ""], "no seed given"),
+    (["--seeds", "1,x"], "seeds must be integers"),
+    (["--repeats", "0"], "must be at least 1"),
+])
+def test_cli_rejects_bad_compare_options_with_a_clear_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["bench", "compare", *argv])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_parses_compare_options():
+    argv = ["bench", "compare", "--parts", "b,a", "--seeds", "3,4", "--budget-minutes", "0.5"]
+    args = build_parser().parse_args(argv)
+    assert (args.what, args.parts, args.seeds, args.budget_minutes) == ("compare", ("B", "A"), (3, 4), 0.5)
+    assert (args.repeats, args.threads, args.episodes, args.json) == (7, 2, 20, None)
+
+
+def test_config_validation_names_the_bad_setting():
+    with pytest.raises(ConfigError, match="unknown part 'Z'"):
+        report.validate(report.CompareConfig(parts=("Z",)))
+    with pytest.raises(ConfigError, match="budget_minutes"):
+        report.validate(report.CompareConfig(budget_minutes=0))
+    with pytest.raises(ConfigError, match="seed"):
+        report.validate(report.CompareConfig(seeds=()))
+
+
+def test_sb3_gets_parallel_worlds_exactly_when_ours_runs_them_in_parallel():
+    from esper_lab.compare.sb3_side import world_vec_env
+
+    assert world_vec_env(preset("tiny", backend="local")) == "DummyVecEnv"
+    assert world_vec_env(preset("tiny", backend="process")) == "SubprocVecEnv"
+    assert world_vec_env(preset("demo")) == ("DummyVecEnv" if preset("demo").backend == "local" else "SubprocVecEnv")
+
+
+def test_sb3_learns_on_worlds_in_worker_processes():
+    sb3()
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    from esper_lab.compare.sb3_side import make_world_model
+
+    cfg = preset("tiny", **{"backend": "process", "world.max_epochs": 2, "policy.lstm_hidden_dim": 8})
+    model = make_world_model(cfg, seed=0)
+    try:
+        assert isinstance(model.env, SubprocVecEnv) and model.env.num_envs == cfg.num_envs
+        model.learn(cfg.num_envs * cfg.world.max_epochs)
+        assert model.num_timesteps == cfg.num_envs * cfg.world.max_epochs
+    finally:
+        model.env.close()
