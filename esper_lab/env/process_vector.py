@@ -33,6 +33,7 @@ import torch
 
 from esper_lab.actions import HEAD_NAMES, NUM_HEADS
 from esper_lab.config import ConfigError, WorldConfig
+from esper_lab.env.data import load_digits_data
 from esper_lab.env.morpho_env import WorldReport
 from esper_lab.env.ray_vector import WorldGroup, split_envs
 
@@ -97,6 +98,7 @@ class ProcessVectorEnv:
         self.episode_seeds: list[int] = []
         self._reports: list[WorldReport] | None = None
         self.groups = split_envs(num_envs, workers)
+        load_digits_data(cfg.data_seed)  # cached here, inherited by every fork: the workers never import sklearn
         ctx = mp.get_context("fork")
         self.conns, self.procs = [], []
         try:
