@@ -24,6 +24,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import sys
+import threading
 import time
 import traceback
 from typing import Any, Sequence
@@ -62,6 +64,8 @@ def _describe_error(exc: BaseException) -> str:
 def _serve(conn: Any, cfg: WorldConfig, env_ids: list[int]) -> None:
     """A worker's loop: build the group, then answer (method, argument) requests until 'close' or a broken pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the trainer handles it
+    sys.setprofile(None)  # a profiler's hook is inherited by the fork but its sampler thread is not: drop the hook
+    threading.setprofile(None)
     try:
         group = WorldGroup(cfg, env_ids)
         conn.send(("ok", os.getpid()))
