@@ -26,6 +26,7 @@ import torch
 from esper_lab.actions import DEFAULT_NUM_SLOTS, NUM_BLUEPRINTS, head_sizes
 from esper_lab.compare.timing import Log, measure, quiet
 from esper_lab.config import PolicyConfig
+from esper_lab.env.host import param_count
 from esper_lab.features import OBS_DIM
 from esper_lab.policy.bundle import LSTMPolicyBundle
 
@@ -68,10 +69,6 @@ def random_inputs(n: int, gen: torch.Generator, num_slots: int = DEFAULT_NUM_SLO
     obs = torch.randn(n, OBS_DIM, generator=gen)  # [n, D]
     bp_idx = torch.randint(-1, NUM_BLUEPRINTS, (n, num_slots), generator=gen)  # [n, S]
     return obs, bp_idx
-
-
-def param_count(module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def bench_ours(lstm_hidden: int, n: int, cfg: InferenceBenchConfig) -> tuple[dict, int]:

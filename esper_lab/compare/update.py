@@ -28,9 +28,10 @@ import torch
 import torch.nn as nn
 
 from esper_lab.actions import DEFAULT_NUM_SLOTS
-from esper_lab.compare.inference import all_legal_masks, param_count, random_inputs
+from esper_lab.compare.inference import all_legal_masks, random_inputs
 from esper_lab.compare.timing import Log, measure, quiet
 from esper_lab.config import ConfigError, PolicyConfig, PPOConfig
+from esper_lab.env.host import param_count
 from esper_lab.features import OBS_DIM
 from esper_lab.policy.bundle import LSTMPolicyBundle
 from esper_lab.rl.buffer import RolloutBuffer

@@ -33,11 +33,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from esper_lab.actions import HEAD_NAMES, NUM_HEADS
+from esper_lab.actions import NUM_HEADS
 from esper_lab.config import ConfigError, WorldConfig
 from esper_lab.env.data import load_digits_data
 from esper_lab.env.morpho_env import WorldReport
-from esper_lab.env.ray_vector import WorldGroup, split_envs
+from esper_lab.env.ray_vector import WorldGroup, masks_of, split_envs, step_batch
 
 DEFAULT_TIMEOUT_S = 300.0
 START_TIMEOUT_S = 60.0
@@ -139,8 +139,7 @@ class ProcessVectorEnv:
 
     def masks(self) -> dict[str, torch.Tensor]:
         """Legal-action masks of every world: `{head: bool [E, k]}` in `HEAD_NAMES` order."""
-        per_env = [report.action_masks() for report in self.reports()]
-        return {head: torch.stack([m[head] for m in per_env]) for head in HEAD_NAMES}  # [E, k]
+        return masks_of(self.reports())
 
     def step(
         self, actions: torch.Tensor
@@ -152,12 +151,9 @@ class ProcessVectorEnv:
             raise ValueError(f"step: actions must be [{self.num_envs}, {NUM_HEADS}], got {list(actions.shape)}")
         rows = actions.to(torch.int64).tolist()  # [E][8] plain ints
         self._send("step", [[rows[e] for e in group] for group in self.groups])
-        results = [result for part in self._gather("step") for result in part]
-        self._reports = [report for report, _, _, _ in results]
-        rewards = torch.tensor([r for _, r, _, _ in results], dtype=torch.float32)  # [E]
-        truncated = torch.tensor([t for _, _, t, _ in results], dtype=torch.bool)  # [E]
-        terminated = torch.zeros(self.num_envs, dtype=torch.bool)  # [E]
-        return list(self._reports), rewards, terminated, truncated, [info for _, _, _, info in results]
+        reports, rewards, terminated, truncated, infos = step_batch([r for part in self._gather("step") for r in part])
+        self._reports = reports
+        return list(reports), rewards, terminated, truncated, infos
 
     def close(self) -> None:
         """Stop the workers (politely, then by force). Safe to call twice."""

@@ -121,6 +121,22 @@ def default_workers(num_envs: int, cpus_per_actor: float, cluster_cpus: float) -
     return max(1, min(num_envs, int(math.floor(cluster_cpus / cpus_per_actor + 1e-9))))
 
 
+def masks_of(reports: Sequence[WorldReport]) -> dict[str, torch.Tensor]:
+    """Legal-action masks `{head: bool [E, k]}` computed from the reports alone (no round trip to the workers)."""
+    per_env = [report.action_masks() for report in reports]
+    return {head: torch.stack([m[head] for m in per_env]) for head in HEAD_NAMES}  # [E, k]
+
+
+def step_batch(
+    results: Sequence[tuple[WorldReport, float, bool, dict[str, Any]]],
+) -> tuple[list[WorldReport], torch.Tensor, torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
+    """Per-world `(report, reward, truncated, info)` in env order -> `VectorEnv.step`'s return value."""
+    rewards = torch.tensor([r for _, r, _, _ in results], dtype=torch.float32)  # [E]
+    truncated = torch.tensor([t for _, _, t, _ in results], dtype=torch.bool)  # [E]
+    terminated = torch.zeros(len(results), dtype=torch.bool)  # [E]
+    return [report for report, _, _, _ in results], rewards, terminated, truncated, [r[3] for r in results]
+
+
 class WorldGroup:
     """Some worlds of one `RayVectorEnv`, living in one Ray actor process. Plain Python: `ray.remote` wraps it."""
 
@@ -252,21 +268,16 @@ class RayVectorEnv:
 
     def masks(self) -> dict[str, torch.Tensor]:
         """Legal-action masks of every world: `{head: bool [E, k]}` in `HEAD_NAMES` order."""
-        per_env = [report.action_masks() for report in self.reports()]
-        return {head: torch.stack([m[head] for m in per_env]) for head in HEAD_NAMES}  # [E, k]
+        return masks_of(self.reports())
 
     def step(
         self, actions: torch.Tensor
     ) -> tuple[list[WorldReport], torch.Tensor, torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
         """`actions [E, 8] int64` -> `(reports, rewards float32 [E], terminated bool [E] (always False),
         truncated bool [E], infos)`, as `VectorEnv.step`."""
-        results = self._step_results(actions, "step")
-        reports = [report for report, _, _, _ in results]
-        rewards = torch.tensor([r for _, r, _, _ in results], dtype=torch.float32)  # [E]
-        truncated = torch.tensor([t for _, _, t, _ in results], dtype=torch.bool)  # [E]
-        terminated = torch.zeros(self.num_envs, dtype=torch.bool)  # [E]
+        reports, rewards, terminated, truncated, infos = step_batch(self._step_results(actions, "step"))
         self._reports = reports
-        return list(reports), rewards, terminated, truncated, [info for _, _, _, info in results]
+        return list(reports), rewards, terminated, truncated, infos
 
     def echo(self, actions: torch.Tensor) -> list[tuple[WorldReport, float, bool, dict[str, Any]]]:
         """A step's round trip with no world work (each actor returns its last step's results): Ray's overhead."""
