@@ -77,7 +77,8 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure speed on this machine")
     p.add_argument("what", choices=("env", "policy", "train", "compare"), help="env: ms per env step; policy: "
                    "get_action and forward+backward; train: SPS and the env / policy / update split; compare: "
-                   "side by side with sb3-contrib's RecurrentPPO (needs pip install -e '.[bench]'; about 40 min with the defaults, mostly part C's 6 runs)")
+                   "side by side with sb3-contrib's RecurrentPPO (needs pip install -e '.[bench]'; about 40 min "
+                   "with the defaults, mostly part C's 6 runs)")
     p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="preset (default: demo; compare: part C)")
     p.add_argument("--steps", type=int, default=60, help="env steps to time (bench env; default: 60)")
     p.add_argument("--updates", type=int, default=3, help="updates to time (bench train; default: 3)")
