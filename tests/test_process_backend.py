@@ -114,3 +114,31 @@ def test_evaluation_does_not_depend_on_workers():
     one = evaluate_policies(["random", "heuristic"], world, episodes=3, seed=11, workers=1)
     two = evaluate_policies(["random", "heuristic"], world, episodes=3, seed=11, workers=2)
     assert one == two and one["random"]["episodes"] == 3
+
+
+def test_workers_exit_when_the_trainer_is_killed(tmp_path):
+    """SIGKILL leaves no cleanup to the trainer: its workers notice they are orphans and exit on their own."""
+    import subprocess
+    import sys
+
+    script = ("import os, signal\n"
+              "from esper_lab.config import preset\n"
+              "from esper_lab.env.process_vector import ProcessVectorEnv\n"
+              "envs = ProcessVectorEnv(preset('tiny').world, 2, seed=0, workers=2)\n"
+              "print(*envs.pids, flush=True)\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2 and out.returncode == -signal.SIGKILL
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.monotonic() + 15
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(p) for p in pids)

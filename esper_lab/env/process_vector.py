@@ -16,7 +16,8 @@ are those of 'local', bit for bit: a world seeds its own generator and runs with
 
 Failures never hang: each reply has a deadline (`timeout_s`); a worker that dies raises `WorkerDied` naming its envs
 and exit code, and an exception inside a world comes back as `WorkerError` with the world's traceback. Workers exit
-when the trainer closes them or when the trainer process goes away (their pipe breaks).
+when the trainer closes them or when the trainer process goes away: a forked sibling may still hold the pipe open,
+so an idle worker also checks every second that the trainer is still its parent.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from esper_lab.env.ray_vector import WorldGroup, masks_of, split_envs, step_batc
 
 DEFAULT_TIMEOUT_S = 300.0
 START_TIMEOUT_S = 60.0
+ORPHAN_CHECK_S = 1.0  # an idle worker checks this often whether the trainer is still its parent
 
 
 class WorkerError(RuntimeError):
@@ -61,7 +63,7 @@ def _describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
 
 
-def _serve(conn: Any, cfg: WorldConfig, env_ids: list[int]) -> None:
+def _serve(conn: Any, cfg: WorldConfig, env_ids: list[int], trainer_pid: int) -> None:
     """A worker's loop: build the group, then answer (method, argument) requests until 'close' or a broken pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the trainer handles it
     sys.setprofile(None)  # a profiler's hook is inherited by the fork but its sampler thread is not: drop the hook
@@ -74,6 +76,9 @@ def _serve(conn: Any, cfg: WorldConfig, env_ids: list[int]) -> None:
         return
     while True:
         try:
+            while not conn.poll(ORPHAN_CHECK_S):
+                if os.getppid() != trainer_pid:  # the trainer died without closing us (SIGKILL, a crash)
+                    return
             method, arg = conn.recv()
         except (EOFError, OSError):  # the trainer is gone
             return
@@ -108,7 +113,7 @@ class ProcessVectorEnv:
         try:
             for group in self.groups:
                 parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_serve, args=(child, cfg, group), daemon=True, name=f"esper-worlds-{group}")
+                proc = ctx.Process(target=_serve, args=(child, cfg, group, os.getpid()), daemon=True, name=f"esper-worlds-{group}")
                 proc.start()
                 child.close()
                 self.conns.append(parent)
