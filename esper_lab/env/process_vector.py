@@ -11,8 +11,9 @@ thread before it touches torch. Workers ignore Ctrl-C; the trainer stops them.
     actions [E, 8] -> rows [j-i+1][8] ints   -->  World.step(row) for each of its worlds
     reports, rewards [E], flags [E], infos   <--  [(WorldReport, reward, truncated, info)] per world
 
-As with Ray, `reports()` and `masks()` cost no round trip and only plain picklable values cross the pipe. The numbers
-are those of 'local', bit for bit: a world seeds its own generator and runs with one torch thread either way.
+Driver side, `GroupedVectorEnv` (env/groups.py) does everything but the transport: `reports()` and `masks()` cost
+no round trip, and only plain picklable values cross the pipe. The numbers are those of 'local', bit for bit: a
+world seeds its own generator and runs with one torch thread either way.
 
 Failures never hang: each reply has a deadline (`timeout_s`); a worker that dies raises `WorkerDied` naming its envs
 and exit code, and an exception inside a world comes back as `WorkerError` with the world's traceback. Workers exit
@@ -29,16 +30,11 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
-import torch
-
-from esper_lab.actions import NUM_HEADS
 from esper_lab.config import ConfigError, WorldConfig
 from esper_lab.env.data import load_digits_data
-from esper_lab.env.morpho_env import WorldReport
-from esper_lab.env.ray_vector import WorldGroup, masks_of, split_envs, step_batch
+from esper_lab.env.groups import GroupedVectorEnv, WorldGroup, split_envs
 
 DEFAULT_TIMEOUT_S = 300.0
 START_TIMEOUT_S = 60.0
@@ -90,7 +86,7 @@ def _serve(conn: Any, cfg: WorldConfig, env_ids: list[int], trainer_pid: int) ->
             conn.send(("error", _describe_error(exc)))
 
 
-class ProcessVectorEnv:
+class ProcessVectorEnv(GroupedVectorEnv):
     """`num_envs` worlds in `workers` processes (default: one per core); the interface and numbers of `VectorEnv`."""
 
     def __init__(
@@ -103,9 +99,7 @@ class ProcessVectorEnv:
             raise ConfigError(f"workers must be between 1 and num_envs ({num_envs}), got {workers}")
         self.cfg, self.num_envs = cfg, num_envs
         self.timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else float(timeout_s)
-        self._seeds = np.random.default_rng(seed)  # the same episode-seed stream as VectorEnv
-        self.episode_seeds: list[int] = []
-        self._reports: list[WorldReport] | None = None
+        self._init_streams(seed)
         self.groups = split_envs(num_envs, workers)
         load_digits_data(cfg.data_seed)  # cached here, inherited by every fork: the workers never import sklearn
         ctx = mp.get_context("fork")
@@ -113,7 +107,8 @@ class ProcessVectorEnv:
         try:
             for group in self.groups:
                 parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_serve, args=(child, cfg, group, os.getpid()), daemon=True, name=f"esper-worlds-{group}")
+                proc = ctx.Process(target=_serve, args=(child, cfg, group, os.getpid()), daemon=True,
+                                   name=f"esper-worlds-{group}")
                 proc.start()
                 child.close()
                 self.conns.append(parent)
@@ -122,43 +117,6 @@ class ProcessVectorEnv:
         except BaseException:
             self.close()
             raise
-
-    # --- the VectorEnv interface -----------------------------------------------------------------------------
-
-    def reset(self, episode_seeds: Sequence[int] | None = None) -> list[WorldReport]:
-        """Start a fresh episode in every world (as `VectorEnv.reset`). Returns the reports of epoch 1."""
-        if episode_seeds is None:
-            episode_seeds = [int(s) for s in self._seeds.integers(0, 2**62, size=self.num_envs)]
-        if len(episode_seeds) != self.num_envs:
-            raise ValueError(f"reset: {len(episode_seeds)} episode seeds for {self.num_envs} envs")
-        self.episode_seeds = [int(s) for s in episode_seeds]
-        self._send("reset", [[self.episode_seeds[e] for e in group] for group in self.groups])
-        self._reports = [report for part in self._gather("reset") for report in part]
-        return list(self._reports)
-
-    def reports(self) -> list[WorldReport]:
-        """What every world looks like now (kept from the last reset/step: no round trip)."""
-        if self._reports is None:
-            raise RuntimeError("ProcessVectorEnv.reports called before reset()")
-        return list(self._reports)
-
-    def masks(self) -> dict[str, torch.Tensor]:
-        """Legal-action masks of every world: `{head: bool [E, k]}` in `HEAD_NAMES` order."""
-        return masks_of(self.reports())
-
-    def step(
-        self, actions: torch.Tensor
-    ) -> tuple[list[WorldReport], torch.Tensor, torch.Tensor, torch.Tensor, list[dict[str, Any]]]:
-        """`actions [E, 8] int64` -> `(reports, rewards float32 [E], terminated bool [E] (always False),
-        truncated bool [E], infos)`, as `VectorEnv.step`."""
-        actions = torch.as_tensor(actions)
-        if actions.shape != (self.num_envs, NUM_HEADS):
-            raise ValueError(f"step: actions must be [{self.num_envs}, {NUM_HEADS}], got {list(actions.shape)}")
-        rows = actions.to(torch.int64).tolist()  # [E][8] plain ints
-        self._send("step", [[rows[e] for e in group] for group in self.groups])
-        reports, rewards, terminated, truncated, infos = step_batch([r for part in self._gather("step") for r in part])
-        self._reports = reports
-        return list(reports), rewards, terminated, truncated, infos
 
     def close(self) -> None:
         """Stop the workers (politely, then by force). Safe to call twice."""
@@ -184,7 +142,7 @@ class ProcessVectorEnv:
 
     # --- the pipes --------------------------------------------------------------------------------------------
 
-    def _send(self, method: str, args: list[Any]) -> None:
+    def _call(self, method: str, args: list[Any]) -> list[Any]:
         if not self.conns:
             raise RuntimeError("ProcessVectorEnv is closed")
         for i, (conn, arg) in enumerate(zip(self.conns, args)):
@@ -192,6 +150,7 @@ class ProcessVectorEnv:
                 conn.send((method, arg))
             except (OSError, ValueError) as exc:
                 raise WorkerDied(f"{self._describe(i)} is gone ({exc}) before {method}") from exc
+        return self._gather(method)
 
     def _gather(self, what: str, timeout_s: float | None = None) -> list[Any]:
         """Every worker's reply in worker (= env) order, within one deadline; failures name the worker's envs."""
