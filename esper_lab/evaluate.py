@@ -11,9 +11,8 @@ import statistics
 from typing import Any, Sequence
 
 from esper_lab.config import WorldConfig
-from esper_lab.env.backends import close_vector_env
-from esper_lab.env.process_vector import ProcessVectorEnv, default_workers
-from esper_lab.env.vector import VectorEnv
+from esper_lab.env.backends import close_vector_env, make_worlds
+from esper_lab.env.process_vector import default_workers
 from esper_lab.policy.baselines import Policy, make_baseline
 
 METRICS = ("return", "final_val_acc", "fossilized", "seed_params")
@@ -35,7 +34,7 @@ def run_episodes(
     for start in range(0, len(seeds), batch):
         chunk = list(seeds[start:start + batch])
         n = default_workers(len(chunk)) if workers is None else min(workers, len(chunk))
-        env = VectorEnv(cfg, len(chunk), seed=0) if n == 1 else ProcessVectorEnv(cfg, len(chunk), seed=0, workers=n)
+        env = make_worlds(cfg, len(chunk), seed=0, backend="local" if n == 1 else "process", workers=n)
         try:
             reports = env.reset(chunk)
             policy.reset(len(chunk))

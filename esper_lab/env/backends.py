@@ -17,7 +17,7 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
-from esper_lab.config import BACKENDS, TrainConfig
+from esper_lab.config import BACKENDS, TrainConfig, WorldConfig
 from esper_lab.env.morpho_env import WorldReport
 from esper_lab.env.vector import VectorEnv
 
@@ -39,25 +39,37 @@ class WorldBatch(Protocol):
 
 
 def make_vector_env(cfg: TrainConfig) -> WorldBatch:
-    """The trainer's worlds for `cfg.backend`: 'local' steps them in this process; 'process' in `cfg.workers` worker
-    processes (default one per core); 'ray' in Ray actors (starting a
-    local Ray instance, or joining `cfg.ray_address`). Without Ray installed, 'ray' raises `BackendUnavailable`
-    (a `ConfigError`) saying `pip install -e '.[ray]'`."""
-    if cfg.backend == "local":
-        return VectorEnv(cfg.world, cfg.num_envs, cfg.seed)
-    if cfg.backend == "process":
+    """The trainer's worlds: `make_worlds` with the config's world, envs, seed, backend, workers and Ray options."""
+    return make_worlds(cfg.world, cfg.num_envs, cfg.seed, cfg.backend, cfg.workers, ray_address=cfg.ray_address,
+                       ray_cpus_per_actor=cfg.ray_cpus_per_actor, ray_gpus_per_actor=cfg.ray_gpus_per_actor)
+
+
+def make_worlds(
+    world: WorldConfig,
+    num_envs: int,
+    seed: int,
+    backend: str = "local",
+    workers: int | None = None,
+    *,
+    ray_address: str | None = None,
+    ray_cpus_per_actor: float = 1.0,
+    ray_gpus_per_actor: float = 0.0,
+) -> WorldBatch:
+    """`num_envs` worlds on `backend`: 'local' steps them in this process; 'process' in `workers` worker processes
+    (None = one per core); 'ray' in Ray actors (starting a local Ray instance, or joining `ray_address`). Without Ray
+    installed, 'ray' raises `BackendUnavailable` (a `ConfigError`) saying `pip install -e '.[ray]'`."""
+    if backend == "local":
+        return VectorEnv(world, num_envs, seed)
+    if backend == "process":
         from esper_lab.env.process_vector import ProcessVectorEnv
 
-        return ProcessVectorEnv(cfg.world, cfg.num_envs, cfg.seed, workers=cfg.workers)
-    if cfg.backend == "ray":
+        return ProcessVectorEnv(world, num_envs, seed, workers=workers)
+    if backend == "ray":
         from esper_lab.env.ray_vector import RayVectorEnv
 
-        return RayVectorEnv(
-            cfg.world, cfg.num_envs, cfg.seed,
-            address=cfg.ray_address, workers=cfg.workers,
-            cpus_per_actor=cfg.ray_cpus_per_actor, gpus_per_actor=cfg.ray_gpus_per_actor,
-        )
-    raise ValueError(f"unknown backend {cfg.backend!r}; choose one of {BACKENDS}")
+        return RayVectorEnv(world, num_envs, seed, address=ray_address, workers=workers,
+                            cpus_per_actor=ray_cpus_per_actor, gpus_per_actor=ray_gpus_per_actor)
+    raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
 
 
 def close_vector_env(envs: Any) -> None:
