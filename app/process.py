@@ -7,7 +7,6 @@ else is read back from the run directory, so a refreshed or reopened page finds 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from esper_lab.runs import RunReader, atomic_write, dumps
+from esper_lab.runs import RunReader, create_run, mark_killed, mark_launched
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_NAME = "trainer.log"
@@ -51,32 +50,15 @@ def start_run(root: Path, preset: str, critic: str, num_envs: int, seed: int, up
 
     config = build_preset(preset, num_envs=num_envs, seed=seed, updates=updates, backend=backend,
                           **{"policy.critic": critic})
-    run_dir = new_run_dir(Path(root), preset, critic, seed)
-    run_dir.mkdir(parents=True)
-    atomic_write(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+    run_dir = create_run(new_run_dir(Path(root), preset, critic, seed), config.to_dict())
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(run_dir / LOG_NAME, "wb") as log:
         proc = subprocess.Popen(train_command(run_dir.resolve(), preset, critic, num_envs, seed, updates, backend),
                                 cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     _children[proc.pid] = proc
-    now = time.time()
-    _create_if_absent(run_dir / "status.json", dumps({
-        "state": "running", "pid": proc.pid, "error": None, "update": 0, "updates_total": updates,
-        "started_at": now, "updated_at": now}))
+    mark_launched(run_dir, proc.pid, updates)
     return run_dir
-
-
-def _create_if_absent(path: Path, text: str) -> None:
-    """Write `path` unless the trainer already has (hard link of a complete temporary file: atomic, no overwrite)."""
-    tmp = path.with_name(f".{path.name}.dashboard.tmp")
-    tmp.write_text(text)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def reap() -> None:
@@ -155,8 +137,5 @@ def stop_run(run_dir: Path, timeout: float = 5.0) -> str:
     deadline = time.monotonic() + 2.0
     while trainer_alive(pid, run_dir) and time.monotonic() < deadline:
         time.sleep(0.05)
-    status = RunReader(run_dir).status()
-    atomic_write(run_dir / "status.json", dumps({
-        **status, "state": "stopped", "updated_at": time.time(),
-        "error": f"killed: the trainer did not exit within {timeout:.0f} s of SIGTERM"}))
+    mark_killed(run_dir, f"killed: the trainer did not exit within {timeout:.0f} s of SIGTERM")
     return "Killed (it did not answer SIGTERM)."

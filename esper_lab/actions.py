@@ -6,7 +6,7 @@ One definition for every shared fact about actions:
 - `HEAD_RELEVANCE`: which heads causally matter for each op. Everything else (per-head advantages, the PPO
   loss masks, entropy weighting, the dashboard's dimming) is derived from this one table;
 - the seed lifecycle (`SeedStage`, `VALID_TRANSITIONS`) and `compute_action_masks`, the legal-action masks;
-- `MASKED_LOGIT_VALUE` and `BLUEPRINT_NULL_INDEX`.
+- `MASKED_LOGIT_VALUE`, `OP_NAMES`, `EMPTY_BLUEPRINT_INDEX` (-1) and `BLUEPRINT_NULL_INDEX` (its embedding row).
 """
 
 from __future__ import annotations
@@ -117,8 +117,10 @@ STYLE_DECODE: dict[GerminationStyle, tuple[AlphaCurve | None, BlendOp]] = {
 }
 
 NUM_OPS = len(LifecycleOp)
+OP_NAMES = tuple(op.name for op in LifecycleOp)
 NUM_BLUEPRINTS = len(BlueprintAction)
-BLUEPRINT_NULL_INDEX = NUM_BLUEPRINTS  # embedding row for an empty slot (index -1)
+EMPTY_BLUEPRINT_INDEX = -1  # blueprint index of an empty slot, as the features report it
+BLUEPRINT_NULL_INDEX = NUM_BLUEPRINTS  # embedding row that index -1 maps to
 DEFAULT_SLOT_IDS = ("r0c0", "r0c1", "r0c2")
 DEFAULT_NUM_SLOTS = len(DEFAULT_SLOT_IDS)
 
@@ -143,6 +145,7 @@ TRANSFORMER_BLUEPRINTS = (
 
 HEAD_NAMES = ("slot", "blueprint", "style", "tempo", "alpha_target", "alpha_speed", "alpha_curve", "op")
 NUM_HEADS = len(HEAD_NAMES)
+HEAD_INDEX = {name: i for i, name in enumerate(HEAD_NAMES)}  # column of each head in a joint action [..., 8]
 _FIXED_HEAD_SIZES = {
     "blueprint": NUM_BLUEPRINTS,
     "style": len(GerminationStyle),
@@ -163,6 +166,11 @@ def head_sizes(num_slots: int = DEFAULT_NUM_SLOTS) -> dict[str, int]:
 
 
 HEAD_SIZES = head_sizes()
+
+
+def unpack_heads(joint: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A joint action (or per-head log-prob, entropy) `[..., 8]`, columns in HEAD_NAMES order -> `{head: [...]}`."""
+    return {name: joint[..., i] for i, name in enumerate(HEAD_NAMES)}
 
 # The one causal-mask table: for each op, the heads whose choice changes what the op does.
 HEAD_RELEVANCE: dict[LifecycleOp, frozenset[str]] = {

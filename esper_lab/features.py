@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from esper_lab.actions import DEFAULT_NUM_SLOTS, NUM_OPS, NUM_STAGES, STAGE_TO_INDEX, BlendOp, LifecycleOp, SeedStage
+from esper_lab.actions import DEFAULT_NUM_SLOTS, EMPTY_BLUEPRINT_INDEX, NUM_OPS, NUM_STAGES, STAGE_TO_INDEX, BlendOp, LifecycleOp, SeedStage
 
 HISTORY_LEN = 5
 LOSS_NORM = math.log(16.0)  # Phase-4 era: ln(1 + loss) / ln(16)
@@ -30,7 +30,6 @@ TEMPO_SCALE = 12.0
 GRADIENT_NORM_CAP = 10.0  # Phase 4: clamp(norm, 0, 10) / 10
 CF_FRESHNESS_DECAY = 0.995  # counterfactual freshness = 0.995 ** epochs since it was measured
 MAX_ALPHA_MODE = 2  # AlphaMode HOLD=0, UP=1, DOWN=2
-EMPTY_BLUEPRINT_INDEX = -1
 
 BASE_FEATURE_NAMES = (
     "epoch_progress",

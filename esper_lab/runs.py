@@ -7,10 +7,13 @@ runs/<name>/
   metrics.jsonl   one JSON object per PPO update (appended, flushed per line)
   events.jsonl    seed lifecycle events: update, env, slot, epoch, from/to stage, blueprint, alpha
   snapshots/      update_000010.json: blueprint-embedding table, per-op values on fixed probe states, slot traces
+  baselines.json  heuristic / random / wait return and accuracy on this run's world (the charts' reference lines)
   checkpoint.pt   latest; written to a temporary file then os.replace'd
+  trainer.log     stdout/stderr of a trainer the dashboard started (the only file written outside this module)
 ```
 
-Writers never leave a half file where a reader looks (`atomic_write`); readers never crash on a missing or
+This module is the only code that writes a run directory (`create_run`, `mark_launched`, `mark_killed`,
+`RunWriter`) and owns the metrics schema (`METRIC_KEYS`). Writers never leave a half file where a reader looks (`atomic_write`); readers never crash on a missing or
 half-written run (a partial last line of a `.jsonl` is skipped, a missing file reads as empty).
 """
 
@@ -26,21 +29,28 @@ from typing import Any, Iterable
 
 import torch
 
-from esper_lab.actions import HEAD_NAMES, LifecycleOp
+from esper_lab.actions import HEAD_NAMES, OP_NAMES
 
 RUN_STATES = ("running", "finished", "failed", "stopped")
-OP_NAMES = tuple(op.name for op in LifecycleOp)
-# Every key of a metrics.jsonl record (one per PPO update). The trainer emits exactly these; readers may rely on them.
-METRIC_KEYS = (
+
+# --- the metrics schema: every key of a metrics.jsonl record (one per PPO update) -------------------------------
+# The rollout's keys (rl/rollout.py and rl/trainer.py write them) ...
+ROLLOUT_METRIC_KEYS = (
     ("update", "env_steps", "time_s", "sps", "rollout_seconds", "env_seconds", "policy_seconds", "update_seconds")
     + ("episode_return", "episode_return_std", "val_acc", "val_acc_std", "fossilized", "pruned", "germinated")
     + ("seed_params", "host_params", "illegal_actions")
-    + ("policy_loss", "value_loss", "entropy_loss", "q_aux_loss", "approx_kl", "clip_fraction", "explained_variance")
-    + ("grad_norm_total", "q_spread", "q_variance", "epochs_completed", "early_stopped", "ratio_first")
-    + tuple(f"entropy_{h}" for h in HEAD_NAMES)
-    + tuple(f"grad_norm_{h}" for h in HEAD_NAMES)
     + tuple(f"op_count_{name}" for name in OP_NAMES)
 )
+# ... and the PPO update's (rl/ppo.py returns exactly these).
+PPO_METRIC_KEYS = (
+    ("policy_loss", "value_loss", "entropy_loss", "q_aux_loss", "approx_kl", "clip_fraction", "explained_variance")
+    + ("grad_norm_total", "q_spread", "q_variance", "epochs_completed", "early_stopped", "ratio_first")
+    + ("optimizer_steps", "advantage_mean", "advantage_std")
+    + tuple(f"entropy_{h}" for h in HEAD_NAMES)
+    + tuple(f"grad_norm_{h}" for h in HEAD_NAMES)
+)
+METRIC_KEYS = ROLLOUT_METRIC_KEYS + PPO_METRIC_KEYS
+assert len(set(METRIC_KEYS)) == len(METRIC_KEYS), "a metric name is defined twice"
 CHECKPOINT_SCHEMA = "esper_lab.checkpoint/1"
 DEFAULT_RUNS_ROOT = "runs"
 
@@ -164,7 +174,41 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     return payload
 
 
-# --- writer (trainer side) ----------------------------------------------------------------------------------------
+# --- writers (trainer side, and the dashboard before its trainer starts) ----------------------------------------
+
+
+def create_run(run_dir: Path | str, config: dict[str, Any]) -> Path:
+    """Make `run_dir` a run: write its config.json. Refuses a directory that already holds a run with metrics."""
+    run_dir = Path(run_dir)
+    if (run_dir / "metrics.jsonl").exists() and read_jsonl(run_dir / "metrics.jsonl"):
+        raise RunDirError(f"{run_dir} already holds a run; pass --resume to continue it or choose a new --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(run_dir / "config.json", json.dumps(config, indent=2))
+    return run_dir
+
+
+def mark_launched(run_dir: Path | str, pid: int, updates_total: int) -> None:
+    """A 'running' status for a trainer just started by the dashboard, unless the trainer has written one already
+    (a hard link of a complete temporary file: atomic, and never overwrites)."""
+    now = time.time()
+    text = dumps({"state": "running", "pid": pid, "error": None, "update": 0, "updates_total": updates_total,
+                  "started_at": now, "updated_at": now})
+    path = Path(run_dir) / "status.json"
+    tmp = path.with_name(f".{path.name}.launch.tmp")
+    tmp.write_text(text)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def mark_killed(run_dir: Path | str, error: str) -> None:
+    """Record that a trainer had to be killed (it could not write its own final status)."""
+    path = Path(run_dir) / "status.json"
+    status = read_json(path) or {}
+    atomic_write(path, dumps({**status, "state": "stopped", "updated_at": time.time(), "error": error}))
 
 
 class RunWriter:
@@ -176,10 +220,7 @@ class RunWriter:
             if not (self.dir / "config.json").is_file():
                 raise RunDirError(f"cannot resume: {self.dir} is not a run directory (no config.json)")
         else:
-            if (self.dir / "metrics.jsonl").exists() and read_jsonl(self.dir / "metrics.jsonl"):
-                raise RunDirError(f"{self.dir} already holds a run; pass --resume to continue it or choose a new --run-dir")
-            self.dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.dir / "config.json", json.dumps(config, indent=2))
+            create_run(self.dir, config)
         (self.dir / "snapshots").mkdir(exist_ok=True)
         self._status: dict[str, Any] = read_json(self.dir / "status.json") or {}
 
@@ -204,6 +245,13 @@ class RunWriter:
 
     def checkpoint(self, payload: dict[str, Any]) -> None:
         save_checkpoint(self.checkpoint_path, payload)
+
+    def has_baselines(self) -> bool:
+        return (self.dir / "baselines.json").is_file()
+
+    def baselines(self, reference: dict[str, dict[str, float]]) -> None:
+        """`{policy: {"episode_return", "val_acc"}}`: the baselines' results on this run's world (reference lines)."""
+        atomic_write(self.dir / "baselines.json", dumps(reference))
 
     def truncate_after(self, update: int) -> None:
         """On resume: drop records newer than the checkpoint's update so the logs match the restored state."""

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from esper_lab.actions import HEAD_NAMES, NUM_OPS, head_sizes
+from esper_lab.actions import HEAD_INDEX, HEAD_NAMES, NUM_HEADS, NUM_OPS, head_sizes
 from esper_lab.rl.buffer import BufferFullError, BufferSchemaError, RolloutBuffer
 
 E, STEPS, D, S, H, L = 3, 4, 5, 3, 8, 1
@@ -16,20 +16,30 @@ def _step(t: int, E: int = E, S: int = S) -> dict:
     return dict(
         obs=(env * 100 + t).unsqueeze(1).expand(E, D).clone(),  # [E, D]
         blueprint_indices=torch.full((E, S), -1 if t == 0 else t, dtype=torch.long),
-        actions={h: torch.full((E,), t % sizes[h], dtype=torch.long) for h in HEAD_NAMES},
-        log_probs={h: -(env + t) for h in HEAD_NAMES},
+        actions=torch.tensor([t % sizes[h] for h in HEAD_NAMES]).expand(E, NUM_HEADS).clone(),  # [E, 8]
+        log_probs=(-(env + t)).unsqueeze(1).expand(E, NUM_HEADS).clone(),  # [E, 8]
         value=env * 10 + t,
         op_values=torch.randn(E, NUM_OPS),
         reward=torch.ones(E) * t,
         done=torch.full((E,), t == STEPS - 1),
         truncated=torch.full((E,), t == STEPS - 1),
         masks={h: torch.ones(E, k, dtype=torch.bool) for h, k in sizes.items()},
-        hidden=(torch.full((L, E, H), float(t)) + env.view(1, E, 1), torch.full((L, E, H), -float(t))),
     )
 
 
-def _filled() -> RolloutBuffer:
+def _hidden(E: int = E) -> tuple[torch.Tensor, torch.Tensor]:
+    """A recognisable initial state: h0[l, e, :] = 7 + e, c0 = -7."""
+    return torch.full((L, E, H), 7.0) + torch.arange(E, dtype=torch.float32).view(1, E, 1), torch.full((L, E, H), -7.0)
+
+
+def _empty(E: int = E, S: int = S) -> RolloutBuffer:
     buf = RolloutBuffer(E, STEPS, D, S, H, L)
+    buf.reset(_hidden(E))
+    return buf
+
+
+def _filled() -> RolloutBuffer:
+    buf = _empty()
     for t in range(STEPS):
         buf.add(**_step(t))
     return buf
@@ -42,23 +52,30 @@ def test_batched_layout_is_per_env_rows():
     assert batch.blueprint_indices.shape == (E, STEPS, S) and batch.blueprint_indices.dtype == torch.long
     assert batch.op_values.shape == (E, STEPS, NUM_OPS)
     assert batch.masks["blueprint"].shape == (E, STEPS, 13) and batch.masks["slot"].dtype == torch.bool
-    assert tuple(batch.actions) == HEAD_NAMES and tuple(batch.log_probs) == HEAD_NAMES
+    assert batch.actions.shape == (E, STEPS, NUM_HEADS) and batch.actions.dtype == torch.long
+    assert batch.log_probs.shape == (E, STEPS, NUM_HEADS)
     for e in range(E):
         assert batch.obs[e, :, 0].tolist() == [100 * e + t for t in range(STEPS)]
         assert batch.values[e].tolist() == [10 * e + t for t in range(STEPS)]
-        assert batch.log_probs["op"][e].tolist() == [-(e + t) for t in range(STEPS)]
+        assert batch.log_probs[e, :, HEAD_INDEX["op"]].tolist() == [-(e + t) for t in range(STEPS)]
+        assert batch.actions[e, :, HEAD_INDEX["tempo"]].tolist() == [t % 3 for t in range(STEPS)]
     assert batch.blueprint_indices[:, 0].eq(-1).all() and batch.blueprint_indices[:, 1].eq(1).all()
     assert batch.dones[:, -1].all() and not batch.dones[:, :-1].any()
     assert batch.valid.all() and batch.valid.shape == (E, STEPS)
 
 
-def test_initial_hidden_is_the_step_zero_pre_step_state():
-    batch = _filled().batched()
+def test_only_the_initial_hidden_state_is_stored():
+    buf = _filled()
+    batch = buf.batched()
     h0, c0 = batch.initial_hidden
     assert h0.shape == (L, E, H) and c0.shape == (L, E, H)
-    torch.testing.assert_close(h0, _step(0)["hidden"][0])
-    assert batch.hidden_h.shape == (E, STEPS, L, H)
-    torch.testing.assert_close(batch.hidden_h[:, 2].transpose(0, 1), _step(2)["hidden"][0])
+    torch.testing.assert_close(h0, _hidden()[0])
+    torch.testing.assert_close(c0, _hidden()[1])
+    assert not [name for name in vars(buf) if name.startswith("hidden")]  # no per-step hidden state
+    with pytest.raises(BufferSchemaError, match="initial hidden h has shape"):
+        buf.reset((torch.zeros(E, H), torch.zeros(E, H)))
+    with pytest.raises(BufferSchemaError, match="reset\\(initial_hidden\\) first"):
+        RolloutBuffer(E, STEPS, D, S, H, L).add(**_step(0))
 
 
 def test_rows_selects_whole_episodes():
@@ -74,14 +91,14 @@ def test_overflow_raises_naming_the_capacity():
     buf = _filled()
     with pytest.raises(BufferFullError, match="max_steps=4"):
         buf.add(**_step(0))
-    buf.reset()
+    buf.reset(_hidden())
     assert len(buf) == 0
     buf.add(**_step(0))  # usable again after reset
     assert len(buf) == 1 and not buf.dones.any()
 
 
 def test_missing_field_is_a_clear_schema_error():
-    buf = RolloutBuffer(E, STEPS, D, S, H, L)
+    buf = _empty()
     step = _step(0)
     del step["blueprint_indices"]
     with pytest.raises(BufferSchemaError, match="blueprint_indices"):
@@ -90,9 +107,9 @@ def test_missing_field_is_a_clear_schema_error():
 
 
 def test_missing_head_and_wrong_shape_are_clear_errors():
-    buf = RolloutBuffer(E, STEPS, D, S, H, L)
+    buf = _empty()
     step = _step(0)
-    del step["log_probs"]["tempo"]
+    del step["masks"]["tempo"]
     with pytest.raises(BufferSchemaError, match="tempo"):
         buf.add(**step)
     step = _step(0)
@@ -100,13 +117,13 @@ def test_missing_head_and_wrong_shape_are_clear_errors():
     with pytest.raises(BufferSchemaError, match="blueprint_indices has shape"):
         buf.add(**step)
     step = _step(0)
-    step["hidden"] = (torch.zeros(E, H), torch.zeros(E, H))
-    with pytest.raises(BufferSchemaError, match="hidden h"):
+    step["actions"] = step["actions"][:, :7]  # a joint action must have a column per head
+    with pytest.raises(BufferSchemaError, match="actions has shape"):
         buf.add(**step)
 
 
 def test_add_detaches_and_copies():
-    buf = RolloutBuffer(E, STEPS, D, S, H, L)
+    buf = _empty()
     step = _step(0)
     step["value"] = step["value"].requires_grad_()
     buf.add(**step)
@@ -117,7 +134,7 @@ def test_add_detaches_and_copies():
 
 
 def test_set_bootstrap_writes_the_last_stored_step():
-    buf = RolloutBuffer(E, STEPS, D, S, H, L)
+    buf = _empty()
     for t in range(2):
         buf.add(**_step(t))
     buf.set_bootstrap(torch.tensor([1.0, 2.0, 3.0]))
@@ -131,7 +148,8 @@ def test_set_bootstrap_writes_the_last_stored_step():
 
 def test_five_slots():
     buf = RolloutBuffer(2, 3, D, 5, H, L)
-    buf.add(**_step(0, E=2, S=5) | {"hidden": (torch.zeros(L, 2, H), torch.zeros(L, 2, H))})
+    buf.reset(_hidden(2))
+    buf.add(**_step(0, E=2, S=5))
     batch = buf.batched()
     assert batch.masks["slot"].shape == (2, 1, 5) and batch.blueprint_indices.shape == (2, 1, 5)
 

@@ -548,9 +548,9 @@ def test_initialisation():
 
 @pytest.mark.parametrize("state_dim", [114, 121])
 def test_seed_validation_snippets_run_clean(state_dim):
-    from esper_lab.policy.bundle import LSTMPolicyBundle
+    from esper_lab.agent import Agent
 
-    policy = LSTMPolicyBundle(state_dim)  # one full-size net serves both snippets
+    policy = Agent(FactoredRecurrentActorCritic(state_dim))  # one full-size net serves both snippets
     net = policy.network
     assert isinstance(net, FactoredRecurrentActorCritic) and net.state_dim == state_dim and net.num_slots == 3
     # after Step 1: the network

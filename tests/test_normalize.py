@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from esper_lab.rl.normalize import RewardNormalizer, RunningMeanStd
+from esper_lab.policy.normalize import RewardNormalizer, RunningMeanStd
 
 
 def test_running_mean_std_matches_the_full_sample_statistics():

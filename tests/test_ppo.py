@@ -6,20 +6,21 @@ import math
 import pytest
 import torch
 
-from esper_lab.actions import HEAD_NAMES, NUM_OPS, LifecycleOp, head_sizes
+from esper_lab.actions import HEAD_INDEX, HEAD_NAMES, NUM_HEADS, NUM_OPS, LifecycleOp, head_sizes, unpack_heads
+from esper_lab.agent import Agent
 from esper_lab.config import PPOConfig
-from esper_lab.policy.bundle import LSTMPolicyBundle
 from esper_lab.policy.network import EvaluateOutput, FactoredRecurrentActorCritic
+from esper_lab.policy.normalize import RunningMeanStd
 from esper_lab.rl.advantages import compute_gae
 from esper_lab.rl.buffer import RolloutBuffer
 from esper_lab.rl.ppo import (
     ENTROPY_COEF_PER_HEAD,
-    METRIC_KEYS,
     PPOUpdater,
     explained_variance,
     head_parameters,
     q_statistics,
 )
+from esper_lab.runs import PPO_METRIC_KEYS as METRIC_KEYS
 
 E, T, D, S, WIDTH = 4, 6, 12, 3, 32
 
@@ -27,6 +28,11 @@ E, T, D, S, WIDTH = 4, 6, 12, 3, 32
 def _network(critic: str = "q_op", seed: int = 0) -> FactoredRecurrentActorCritic:
     torch.manual_seed(seed)
     return FactoredRecurrentActorCritic(D, S, feature_dim=WIDTH, lstm_hidden_dim=WIDTH, critic=critic)
+
+
+def _updater(network, cfg: PPOConfig, gamma: float = 0.995) -> PPOUpdater:
+    """PPO on `network` (the real one or a stand-in), through an Agent as the trainer does."""
+    return PPOUpdater(Agent(network, RunningMeanStd(D)), cfg, gamma)
 
 
 def _random_masks(generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -47,15 +53,16 @@ def _rollout(network, seed: int = 1) -> RolloutBuffer:
     torch.manual_seed(seed)
     buf = RolloutBuffer(E, T, D, S, WIDTH)
     hidden = (torch.randn(1, E, WIDTH, generator=g) * 0.5, torch.randn(1, E, WIDTH, generator=g) * 0.5)
+    buf.reset(hidden)
     for t in range(T):
         obs = torch.randn(E, D, generator=g)
         bp = torch.randint(-1, 13, (E, S), generator=g)
         masks = _random_masks(g)
         result = network.get_action(obs, bp, hidden=hidden, masks=masks)
         last = torch.full((E,), t == T - 1)
-        buf.add(obs=obs, blueprint_indices=bp, actions=result.actions, log_probs=result.log_probs,
+        buf.add(obs=obs, blueprint_indices=bp, actions=result.joint_actions, log_probs=result.joint_log_probs,
                 value=result.value, op_values=result.op_values, reward=torch.randn(E, generator=g),
-                done=last, truncated=last, masks=masks, hidden=hidden)
+                done=last, truncated=last, masks=masks)
         hidden = result.hidden
     buf.set_bootstrap(torch.randn(E, generator=g))
     return buf
@@ -78,10 +85,10 @@ def test_first_evaluation_reproduces_the_stored_rollout(critic):
         out = network.evaluate_actions(batch.obs, batch.blueprint_indices, batch.actions,
                                        hidden=batch.initial_hidden, masks=batch.masks)
     for head in HEAD_NAMES:
-        torch.testing.assert_close(out.log_probs[head], batch.log_probs[head], atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.log_probs[head], batch.log_probs[..., HEAD_INDEX[head]], atol=1e-5, rtol=0)
     torch.testing.assert_close(out.value, batch.values, atol=1e-5, rtol=0)
     # The same through the updater, with minibatches of env rows taken in shuffled order.
-    metrics = PPOUpdater(network, PPOConfig(epochs=1, minibatches=2)).update(batch)
+    metrics = _updater(network, PPOConfig(epochs=1, minibatches=2)).update(batch)
     assert metrics["ratio_first"] < 1e-5
 
 
@@ -89,9 +96,9 @@ def test_kl_early_stop_happens_before_the_step():
     """BUG-003: when the first minibatch already exceeds 1.5 x target_kl, no optimizer step happens at all."""
     network = _network()
     batch = _rollout(network).batched()
-    batch.log_probs["op"] = batch.log_probs["op"] - 2.0  # stored log-probs corrupted: ratio e^2 on every step
+    batch.log_probs[..., HEAD_INDEX["op"]] -= 2.0  # stored log-probs corrupted: ratio e^2 on every step
     before = _params(network)
-    updater = PPOUpdater(network, PPOConfig(epochs=4, minibatches=1, target_kl=0.015))
+    updater = _updater(network, PPOConfig(epochs=4, minibatches=1, target_kl=0.015))
     metrics = updater.update(batch)
     assert metrics["early_stopped"] is True
     assert metrics["optimizer_steps"] == 0 and metrics["epochs_completed"] == 0
@@ -104,9 +111,9 @@ def test_kl_early_stop_happens_before_the_step():
 def test_without_target_kl_the_same_batch_is_stepped():
     network = _network()
     batch = _rollout(network).batched()
-    batch.log_probs["op"] = batch.log_probs["op"] - 2.0
+    batch.log_probs[..., HEAD_INDEX["op"]] -= 2.0
     before = _params(network)
-    metrics = PPOUpdater(network, PPOConfig(epochs=2, minibatches=2, target_kl=None)).update(batch)
+    metrics = _updater(network, PPOConfig(epochs=2, minibatches=2, target_kl=None)).update(batch)
     assert metrics["early_stopped"] is False
     assert metrics["optimizer_steps"] == 4 and metrics["epochs_completed"] == 2
     assert _changed(before, network)
@@ -117,7 +124,7 @@ def test_kl_stop_later_in_the_update_keeps_earlier_steps():
     network = _network()
     batch = _rollout(network).batched()
     cfg = PPOConfig(epochs=10, minibatches=2, target_kl=1e-7, lr=1e-2)
-    metrics = PPOUpdater(network, cfg).update(batch)
+    metrics = _updater(network, cfg).update(batch)
     assert metrics["early_stopped"] is True
     assert 1 <= metrics["optimizer_steps"] < 20
 
@@ -126,7 +133,7 @@ def test_kl_stop_later_in_the_update_keeps_earlier_steps():
 def test_every_critic_mode_runs_an_update(critic):
     network = _network(critic)
     before = _params(network)
-    metrics = PPOUpdater(network, PPOConfig(epochs=2, minibatches=2)).update(_rollout(network))
+    metrics = _updater(network, PPOConfig(epochs=2, minibatches=2)).update(_rollout(network))
     assert tuple(metrics) == METRIC_KEYS
     assert _changed(before, network)
     for key in ("policy_loss", "value_loss", "entropy_loss", "approx_kl", "clip_fraction", "grad_norm_total",
@@ -137,12 +144,12 @@ def test_every_critic_mode_runs_an_update(critic):
     assert (metrics["q_aux_loss"] > 0) == (critic == "v")
 
 
-def test_the_bundle_is_accepted():
+def test_the_agent_is_what_ppo_trains():
     torch.manual_seed(0)
-    bundle = LSTMPolicyBundle(D, S, feature_dim=WIDTH, lstm_hidden_dim=WIDTH, critic="v")
-    updater = PPOUpdater(bundle, PPOConfig(epochs=1, minibatches=1))
-    assert updater.network is bundle.network and updater.critic == "v"
-    metrics = updater.update(_rollout(bundle.network).batched())
+    agent = Agent(FactoredRecurrentActorCritic(D, S, feature_dim=WIDTH, lstm_hidden_dim=WIDTH, critic="v"))
+    updater = PPOUpdater(agent, PPOConfig(epochs=1, minibatches=1), gamma=0.9)
+    assert updater.network is agent.network and updater.critic == "v" and updater.gamma == 0.9
+    metrics = updater.update(_rollout(agent.network).batched())
     assert metrics["ratio_first"] < 1e-5 and metrics["optimizer_steps"] == 1
 
 
@@ -163,7 +170,7 @@ def test_update_lowers_the_loss_on_a_fixed_batch():
     batch = _rollout(network).batched()
     advantages, returns = compute_gae(batch.rewards, batch.values, batch.dones, batch.truncated,
                                       batch.bootstrap_values, 0.99, 0.95)
-    updater = PPOUpdater(network, PPOConfig(epochs=4, minibatches=1, target_kl=None, lr=1e-3))
+    updater = _updater(network, PPOConfig(epochs=4, minibatches=1, target_kl=None, lr=1e-3))
     norm_adv = (advantages - advantages.mean()) / (advantages.std(correction=0) + 1e-8)
 
     def losses():
@@ -204,23 +211,23 @@ class _FixedNetwork(torch.nn.Module):
 def _wait_only_batch(num_envs: int = 1, steps: int = 2):
     """All-WAIT steps with stored value 0: only the op head is causally relevant."""
     buf = RolloutBuffer(num_envs, steps, D, S, WIDTH)
+    buf.reset((torch.zeros(1, num_envs, WIDTH), torch.zeros(1, num_envs, WIDTH)))
     for t in range(steps):
         buf.add(obs=torch.zeros(num_envs, D), blueprint_indices=torch.full((num_envs, S), -1),
-                actions={h: torch.zeros(num_envs, dtype=torch.long) for h in HEAD_NAMES},
-                log_probs={h: torch.full((num_envs,), -1.0) for h in HEAD_NAMES},
+                actions=torch.zeros(num_envs, NUM_HEADS, dtype=torch.long),
+                log_probs=torch.full((num_envs, NUM_HEADS), -1.0),
                 value=torch.zeros(num_envs), op_values=torch.zeros(num_envs, NUM_OPS), reward=torch.zeros(num_envs),
                 done=torch.zeros(num_envs, dtype=torch.bool), truncated=torch.zeros(num_envs, dtype=torch.bool),
-                masks={h: torch.ones(num_envs, k, dtype=torch.bool) for h, k in head_sizes(S).items()},
-                hidden=(torch.zeros(1, num_envs, WIDTH), torch.zeros(1, num_envs, WIDTH)))
+                masks={h: torch.ones(num_envs, k, dtype=torch.bool) for h, k in head_sizes(S).items()})
     return buf.batched()
 
 
 def test_losses_by_hand():
     batch = _wait_only_batch()
     net = _FixedNetwork(shift=math.log(1.5), value=3.0, entropy=0.5)
-    net.stored = batch.log_probs
+    net.stored = unpack_heads(batch.log_probs)
     cfg = PPOConfig(epochs=1, minibatches=1, target_kl=None, clip_ratio=0.2, value_clip=1.0, clip_value=True)
-    updater = PPOUpdater(net, cfg)
+    updater = _updater(net, cfg)
     advantages = torch.tensor([[1.0, -1.0]])  # already normalised: mean 0, std 1
     returns = torch.tensor([[5.0, 5.0]])
     terms, stats, ratio_dev = updater._minibatch_losses(batch, advantages, returns)
@@ -243,8 +250,8 @@ def test_losses_by_hand():
 def test_head_gradient_norms_are_nan_without_head_parameters():
     batch = _wait_only_batch()
     net = _FixedNetwork(shift=0.0, value=0.0, entropy=0.5)
-    net.stored = batch.log_probs
-    metrics = PPOUpdater(net, PPOConfig(epochs=1, minibatches=1)).update(batch)
+    net.stored = unpack_heads(batch.log_probs)
+    metrics = _updater(net, PPOConfig(epochs=1, minibatches=1)).update(batch)
     assert all(math.isnan(metrics[f"grad_norm_{h}"]) for h in HEAD_NAMES)
     assert math.isfinite(metrics["grad_norm_total"])
 
@@ -262,7 +269,7 @@ def test_head_parameters_of_the_real_network_are_disjoint_and_complete():
 def test_too_many_minibatches_is_a_clear_error():
     network = _network()
     with pytest.raises(ValueError, match="minibatches"):
-        PPOUpdater(network, PPOConfig(minibatches=E + 1)).update(_rollout(network))
+        _updater(network, PPOConfig(minibatches=E + 1)).update(_rollout(network))
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -6,14 +6,13 @@ from dataclasses import replace
 import pytest
 
 from esper_lab.actions import AlphaMode, BlendOp, BlueprintAction, LifecycleOp, SeedStage
-from esper_lab.config import PPOConfig
+from esper_lab.config import PPOConfig, TrainConfig, preset
 from esper_lab.env.reward import (
     REWARD_TERMS,
     RewardBreakdown,
     RewardConfig,
     StepOutcome,
     bounded_attribution,
-    check_gamma,
     compute_reward,
     ratio_penalty,
     world_potential,
@@ -53,11 +52,17 @@ def test_terms_are_named_once_and_sum_to_total():
     assert b.total == sum(range(1, len(REWARD_TERMS) + 1))
 
 
-def test_gamma_equals_ppo_gamma():
-    assert RewardConfig().gamma == PPOConfig().gamma == 0.995
-    check_gamma(RewardConfig(), 0.995)
-    with pytest.raises(ValueError, match="gamma"):
-        check_gamma(RewardConfig(), 0.99)
+def test_one_gamma_serves_the_shaping_and_ppo():
+    """The PBRS discount and PPO's are one field, so they cannot differ; old config files are migrated."""
+    assert RewardConfig().gamma == 0.995 and not hasattr(PPOConfig(), "gamma")
+    cfg = preset("tiny", **{"world.reward.gamma": 0.9})
+    assert cfg.gamma == 0.9
+    old = cfg.to_dict()
+    old["ppo"]["gamma"] = 0.9  # a config.json written before the fields were merged
+    assert TrainConfig.from_dict(old).gamma == 0.9
+    old["ppo"]["gamma"] = 0.99
+    with pytest.raises(ValueError, match="world.reward.gamma"):
+        TrainConfig.from_dict(old)
 
 
 # --- attribution ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from esper_lab.actions import HEAD_NAMES
+from esper_lab.actions import HEAD_INDEX, HEAD_NAMES
 from esper_lab.config import preset
 from esper_lab.features import OBS_DIM, batch_obs_to_features
 from esper_lab.rl.trainer import Trainer, episode_seeds
@@ -36,13 +36,13 @@ def same_numbers(a: dict, b: dict) -> bool:
 def test_rollout_replay_reproduces_stored_log_probs_and_values():
     """Re-evaluating the stored rollout (normalised obs, stored indices, stored ops, initial hidden) gives ratio 1."""
     trainer = Trainer(tiny())
-    trainer.obs_norm.update(torch.randn(64, OBS_DIM))  # non-trivial normaliser, frozen during the rollout
+    trainer.agent.obs_norm.update(torch.randn(64, OBS_DIM))  # non-trivial normaliser, frozen during the rollout
     trainer.collect()
     batch = trainer.buffer.batched()
-    out = trainer.bundle.evaluate_actions(batch.obs, batch.blueprint_indices, batch.actions, batch.masks,
-                                          batch.initial_hidden)
+    out = trainer.agent.evaluate_actions(batch.obs, batch.blueprint_indices, batch.actions, batch.masks,
+                                         batch.initial_hidden)
     for head in HEAD_NAMES:
-        torch.testing.assert_close(out.log_probs[head], batch.log_probs[head], atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.log_probs[head], batch.log_probs[..., HEAD_INDEX[head]], atol=1e-5, rtol=0)
     torch.testing.assert_close(out.value, batch.values, atol=1e-5, rtol=0)
     metrics = trainer.updater.update(trainer.buffer)
     assert metrics["ratio_first"] < 1e-5
@@ -50,19 +50,19 @@ def test_rollout_replay_reproduces_stored_log_probs_and_values():
 
 def test_buffer_holds_the_normalised_obs_the_policy_saw():
     trainer = Trainer(tiny())
-    trainer.obs_norm.update(torch.randn(64, OBS_DIM) * 3 + 1)
+    trainer.agent.obs_norm.update(torch.randn(64, OBS_DIM) * 3 + 1)
     trainer.collect()
     first = trainer.buffer.batched().obs[:, 0]  # [E, D]
     reports = trainer.envs.reset(episode_seeds(trainer.cfg.seed, 0, trainer.cfg.num_envs))  # the same worlds
     raw, _ = batch_obs_to_features(reports)
-    torch.testing.assert_close(first, trainer.obs_norm.normalize(raw))
+    torch.testing.assert_close(first, trainer.agent.obs_norm.normalize(raw))
     assert not torch.allclose(first, raw)
 
 
 def test_bootstrap_uses_post_action_indices_and_carried_hidden(monkeypatch):
     trainer = Trainer(tiny())
     calls = []
-    original = trainer.bundle.get_action
+    original = trainer.agent.get_action
 
     def spy(obs, bp_idx, masks=None, hidden=None, deterministic=False):
         result = original(obs, bp_idx, masks, hidden, deterministic=deterministic)
@@ -71,7 +71,7 @@ def test_bootstrap_uses_post_action_indices_and_carried_hidden(monkeypatch):
                       "value": result.value.clone()})
         return result
 
-    monkeypatch.setattr(trainer.bundle, "get_action", spy)
+    monkeypatch.setattr(trainer.agent, "get_action", spy)
     trainer.collect()
     T = trainer.cfg.world.max_epochs
     assert len(calls) == T + 1 and calls[-1]["deterministic"] and not any(c["deterministic"] for c in calls[:-1])
@@ -81,7 +81,7 @@ def test_bootstrap_uses_post_action_indices_and_carried_hidden(monkeypatch):
     assert boot["hidden"][0].abs().sum() > 0
     _, post_bp = batch_obs_to_features(trainer.envs.reports())
     assert torch.equal(boot["bp"], post_bp)  # the POST-action blueprint indices
-    assert not torch.equal(boot["bp"], last["bp"]) or trainer.buffer.batched().actions["op"][:, -1].eq(0).all()
+    assert not torch.equal(boot["bp"], last["bp"]) or trainer.buffer.batched().actions[:, -1, HEAD_INDEX["op"]].eq(0).all()
     batch = trainer.buffer.batched()
     torch.testing.assert_close(batch.bootstrap_values[:, -1], boot["value"])
 

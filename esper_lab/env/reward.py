@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Sequence
 
 from esper_lab.actions import MIN_PRUNE_AGE, LifecycleOp, SeedStage
+from esper_lab.config import RewardConfig
 from esper_lab.env.slot import LIVE_STAGES, SlotReport
 
 REWARD_TERMS = (
@@ -33,123 +34,6 @@ REWARD_TERMS = (
     "illegal",
     "terminal",
 )
-
-
-@dataclass
-class RewardConfig:
-    """Every constant of the contribution reward. Defaults are Esper's Phase-4 values."""
-
-    gamma: float = 0.995
-    """PBRS discount. Must equal the PPO discount (`check_gamma`), or shaping changes the optimal policy."""
-    contribution_weight: float = 0.1
-    """Scale of the bounded attribution (and of a negative contribution, which is paid in full). Esper: 1.0 on CIFAR,
-    where a seed's counterfactual is a few points. Here the tiny host leans on its seeds and a counterfactual reaches
-    15-50 points, so at 1.0 the attribution of one unfossilized seed (up to ~50 per step) swamps every other term;
-    0.1 puts this world's points on Esper's scale (measured: README, 'Calibrating the reward')."""
-    proxy_weight: float = 0.03
-    """Before any counterfactual exists: reward `proxy_weight * acc_delta` when positive, once per step. Esper: 0.3;
-    scaled by the same 0.1 as `contribution_weight` (a digits host gains points ~10x faster per epoch)."""
-    no_baseline_factor: float = 0.5
-    """Attribution when the seed has no accuracy-at-germination baseline: `no_baseline_factor * c`."""
-    attribution_sigmoid_steepness: float = 3.0
-    """Discount `sigmoid(steepness * total_improvement)` on the attribution of a seed whose improvement is < 0."""
-    hacking_ratio_threshold: float = 5.0
-    """Ratio penalty when `c / total_improvement` exceeds this (a seed claiming far more than the host gained)."""
-    improvement_safe_threshold: float = 0.1
-    """Below this total improvement (pp), a contribution above `ratio_min_contribution` is penalised by size."""
-    ratio_min_contribution: float = 1.0
-    """The ratio penalty only looks at seeds contributing more than this (pp)."""
-    ratio_penalty_max: float = 0.3
-    """Largest ratio penalty per seed."""
-    blending_warning_base: float = 0.1
-    """Blending warning: `-(base + min(per_epoch * epochs_in_stage, cap))` for a BLENDING seed with improvement < 0."""
-    blending_warning_per_epoch: float = 0.05
-    """See `blending_warning_base`."""
-    blending_warning_cap: float = 0.3
-    """See `blending_warning_base`."""
-    holding_warning_min_epochs: int = 2
-    """Holding warning: WAIT while a HOLDING seed with positive attribution has been there this many epochs..."""
-    holding_warning_base: float = 0.1
-    """...costs `-min(base + per_epoch * (epochs_in_stage - min_epochs), cap)` per such seed."""
-    holding_warning_per_epoch: float = 0.05
-    """See `holding_warning_base`."""
-    holding_warning_cap: float = 0.3
-    """See `holding_warning_base`."""
-    pbrs_weight: float = 0.3
-    """Stage-potential shaping: `pbrs_weight * (gamma * phi(s') - phi(s))`."""
-    stage_potentials: dict[str, float] = field(
-        default_factory=lambda: {"GERMINATED": 1.0, "TRAINING": 2.0, "BLENDING": 3.5, "HOLDING": 5.5, "FOSSILIZED": 6.0}
-    )
-    """phi per stage name (live stages only; empty and failure stages have 0). Esper's table."""
-    epoch_progress_bonus: float = 0.3
-    """phi adds `min(epoch_progress_bonus * epochs_in_stage, max_progress_bonus)` for a live seed."""
-    max_progress_bonus: float = 2.0
-    """See `epoch_progress_bonus`."""
-    synergy_weight: float = 0.1
-    """Synergy: `synergy_weight * tanh(synergy_scale * interaction_sum)` for a seed with positive attribution and
-    positive interaction."""
-    synergy_scale: float = 0.5
-    """See `synergy_weight`."""
-    rent_weight: float = 0.5
-    """Rent: `-min(rent_weight * ln(1 + effective_params / max(host_params, rent_host_params_floor)), max_rent)`."""
-    max_rent: float = 8.0
-    """Cap of the per-step rent (Phase 4: 8.0; Esper's HEAD: 1.5)."""
-    rent_host_params_floor: int = 200
-    """Floor on the host size in the rent, so a tiny host is not crushed by any seed."""
-    base_slot_rent_ratio: float = 0.0039
-    """Each live seed adds `base_slot_rent_ratio * host_params` to the alpha-weighted effective parameters."""
-    alpha_shock_coef: float = 0.1958
-    """Alpha shock: `-alpha_shock_coef * sum over slots of (alpha change this step)^2`..."""
-    alpha_shock_cap: float = 1.0
-    """...never below `-alpha_shock_cap`."""
-    germinate_cost: float = -0.02
-    """Cost of an executed GERMINATE (the potential term adds the germination bonus `pbrs_weight * gamma * 1`)."""
-    set_alpha_cost: float = -0.005
-    """Cost of an executed SET_ALPHA_TARGET."""
-    fossilize_cost: float = -0.01
-    """Cost of an executed FOSSILIZE."""
-    prune_cost: float = -0.005
-    """Cost of an executed PRUNE."""
-    min_fossilize_contribution: float = 1.0
-    """FOSSILIZE shaping: a seed with `c >= this` earns `(base + scale * c) * min(1, holding_epochs / legit)`."""
-    fossilize_base_bonus: float = 0.5
-    """See `min_fossilize_contribution`."""
-    fossilize_contribution_scale: float = 0.1
-    """See `min_fossilize_contribution`."""
-    fossilize_legitimacy_epochs: int = 5
-    """See `min_fossilize_contribution`."""
-    fossilize_noncontributing_penalty: float = -0.2
-    """FOSSILIZE of a seed below `min_fossilize_contribution` (and with improvement >= 0)."""
-    fossilize_regression_penalty: float = -0.5
-    """FOSSILIZE of a seed whose improvement is < 0: this, minus `min(0.2 * |improvement|, 1)`..."""
-    fossilize_ransomware_penalty: float = -0.3
-    """...and this too when `c > 0.1` while the improvement is below -0.2 (the seed made itself indispensable)."""
-    prune_hurting_threshold: float = -0.5
-    """PRUNE shaping: `c < this` earns `prune_hurting_bonus`, `c < 0` earns `prune_acceptable_bonus`..."""
-    prune_hurting_bonus: float = 0.3
-    """See `prune_hurting_threshold`."""
-    prune_acceptable_bonus: float = 0.1
-    """See `prune_hurting_threshold`."""
-    prune_good_seed_penalty: float = -0.3
-    """...and pruning a helping seed costs `prune_good_seed_penalty - 0.05 * c`, floored at 3x this."""
-    young_prune_penalty: float = -0.3
-    """PRUNE of a seed younger than MIN_PRUNE_AGE costs this per missing epoch."""
-    germinate_occupied_penalty: float = -0.3
-    """A requested GERMINATE on an occupied slot (it executes as WAIT)."""
-    invalid_fossilize_penalty: float = -1.0
-    """A requested FOSSILIZE on a slot that is not HOLDING (it executes as WAIT)."""
-    terminal_acc_weight: float = 0.05
-    """Terminal: `terminal_acc_weight * final val_acc` (percent)..."""
-    terminal_fossil_bonus: float = 3.0
-    """...plus this per fossilized seed whose improvement is at least `terminal_fossil_min_improvement`."""
-    terminal_fossil_min_improvement: float = 1.0
-    """See `terminal_fossil_bonus`."""
-
-
-def check_gamma(reward: RewardConfig, ppo_gamma: float) -> None:
-    """Raise if the shaping discount differs from the PPO discount (PBRS is only policy-invariant when equal)."""
-    if reward.gamma != ppo_gamma:
-        raise ValueError(f"PBRS gamma {reward.gamma} != PPO gamma {ppo_gamma}; they must be equal")
 
 
 @dataclass

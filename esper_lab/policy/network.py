@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from esper_lab.actions import HEAD_NAMES, NUM_BLUEPRINTS, NUM_OPS, head_sizes
+from esper_lab.actions import EMPTY_BLUEPRINT_INDEX, HEAD_INDEX, HEAD_NAMES, NUM_BLUEPRINTS, NUM_OPS, head_sizes, unpack_heads
 from esper_lab.config import CRITIC_MODES
 from esper_lab.policy.distributions import MaskedCategorical
 
@@ -56,7 +56,7 @@ def _use_onednn(x: torch.Tensor) -> bool:
 
 Hidden = tuple[torch.Tensor, torch.Tensor]
 EMBED_DIM = 4
-OP = HEAD_NAMES.index("op")  # row of the op head in the packed [.., 8, 13] layout
+OP = HEAD_INDEX["op"]  # row of the op head in the packed [.., 8, 13] layout
 
 
 class BlueprintEmbedding(nn.Module):
@@ -79,13 +79,13 @@ class BlueprintEmbedding(nn.Module):
     def forward(self, indices: torch.Tensor) -> torch.Tensor:
         if indices.dtype != torch.int64:
             raise ValueError(f"blueprint_indices must be int64, got {indices.dtype}")
-        bad = (indices < -1) | (indices >= self.num_blueprints)
+        bad = (indices < EMPTY_BLUEPRINT_INDEX) | (indices >= self.num_blueprints)
         if bool(bad.any()):
             values = sorted(set(indices[bad].tolist()))
             raise ValueError(
                 f"blueprint_indices: invalid indices {values}; expected -1 (empty slot) or 0..{self.num_blueprints - 1}"
             )
-        rows = torch.where(indices == -1, self._null_idx, indices)  # [..., S]
+        rows = torch.where(indices == EMPTY_BLUEPRINT_INDEX, self._null_idx, indices)  # [..., S]
         return self.embedding(rows)  # [..., S, embed_dim]
 
     def table_weight(self) -> torch.Tensor:
@@ -122,7 +122,10 @@ class EvaluateOutput(NamedTuple):
 
 @dataclass(frozen=True)
 class GetActionResult:
-    """get_action(): one step for B worlds. `actions["op"]` IS `sampled_op`, the op `value` was computed for."""
+    """get_action(): one step for B worlds. `actions["op"]` IS `sampled_op`, the op `value` was computed for.
+
+    `joint_actions` / `joint_log_probs` are the same numbers as one `[B, 8]` tensor each, columns in HEAD_NAMES
+    order: the form the env, the buffer and the PPO update use (`actions[h]` is a view of a column)."""
 
     actions: dict[str, torch.Tensor]  # head -> [B] int64
     log_probs: dict[str, torch.Tensor]  # head -> [B]
@@ -130,6 +133,8 @@ class GetActionResult:
     sampled_op: torch.Tensor  # [B] int64
     op_values: torch.Tensor  # [B, 6] Q(s, op) for every op
     hidden: Hidden  # (h, c), each [1, B, H]; ordinary tensors (no graph, not inference-mode)
+    joint_actions: torch.Tensor  # [B, 8] int64
+    joint_log_probs: torch.Tensor  # [B, 8]
 
 
 def _mlp(*sizes: int) -> nn.Sequential:
@@ -302,8 +307,13 @@ class FactoredRecurrentActorCritic(nn.Module):
             packed[..., i, :k] = mask
         return packed
 
-    def _pack_actions(self, actions: Mapping[str, torch.Tensor], batch_shape: torch.Size) -> torch.Tensor:
-        """`{head: int64 [B, T]}` -> `[B, T, 8]`."""
+    def _pack_actions(self, actions: Mapping[str, torch.Tensor] | torch.Tensor, batch_shape: torch.Size) -> torch.Tensor:
+        """`{head: int64 [B, T]}` or the joint `[B, T, 8]` -> `[B, T, 8]`."""
+        if isinstance(actions, torch.Tensor):
+            if actions.dtype != torch.int64 or tuple(actions.shape) != (*batch_shape, len(HEAD_NAMES)):
+                raise ValueError(f"actions must be int64 {(*batch_shape, len(HEAD_NAMES))} (one column per head), "
+                                 f"got {actions.dtype} {tuple(actions.shape)}")
+            return actions
         missing = [name for name in HEAD_NAMES if name not in actions]
         if missing:
             raise ValueError(f"actions: missing heads {missing}")
@@ -375,21 +385,24 @@ class FactoredRecurrentActorCritic(nn.Module):
         op = chosen[..., OP]  # [B, 1]
         op_values = self.q_values(lstm_out)  # [B, 1, 6]
         value = self._baseline(lstm_out, op, dist.probs[..., OP, :NUM_OPS], op_values)  # [B, 1]
-        actions = {name: chosen[:, 0, i] for i, name in enumerate(HEAD_NAMES)}  # [B] each
+        joint_actions, joint_log_probs = chosen[:, 0], log_probs[:, 0]  # [B, 8] each
+        actions = unpack_heads(joint_actions)  # [B] each
         return GetActionResult(
             actions=actions,
-            log_probs={name: log_probs[:, 0, i] for i, name in enumerate(HEAD_NAMES)},
+            log_probs=unpack_heads(joint_log_probs),
             value=value[:, 0],
             sampled_op=actions["op"],
             op_values=op_values[:, 0],
             hidden=hidden,
+            joint_actions=joint_actions,
+            joint_log_probs=joint_log_probs,
         )
 
     def evaluate_actions(
         self,
         state: torch.Tensor,
         blueprint_indices: torch.Tensor,
-        actions: Mapping[str, torch.Tensor],
+        actions: Mapping[str, torch.Tensor] | torch.Tensor,
         hidden: Hidden | None = None,
         masks: Mapping[str, torch.Tensor] | None = None,
     ) -> EvaluateOutput:
@@ -397,7 +410,8 @@ class FactoredRecurrentActorCritic(nn.Module):
 
         Args:
             state: `[B, T, D]`. blueprint_indices: `[B, T, S]` int64, the ones the policy saw.
-            actions: `{head: int64 [B, T]}` for every head in HEAD_NAMES, legal under `masks`.
+            actions: `{head: int64 [B, T]}` for every head in HEAD_NAMES, or the joint `[B, T, 8]` (columns in
+                HEAD_NAMES order), legal under `masks`.
             hidden: (h, c) at the start of the sequences, or None for zeros. masks: `{head: bool [B, T, k]}`.
         Returns:
             EvaluateOutput(log_probs {head: [B, T]}, value [B, T], entropy {head: [B, T]}, hidden,
@@ -405,15 +419,16 @@ class FactoredRecurrentActorCritic(nn.Module):
         """
         lstm_out, hidden = self.encode(state, blueprint_indices, hidden)  # [B, T, H]
         dist = self._distribution(lstm_out, masks)  # [B, T, 8, 13]
-        log_probs = dist.log_prob(self._pack_actions(actions, lstm_out.shape[:-1]))  # [B, T, 8]
+        joint = self._pack_actions(actions, lstm_out.shape[:-1])  # [B, T, 8]
+        log_probs = dist.log_prob(joint)  # [B, T, 8]
         entropy = dist.entropy()  # [B, T, 8]
-        op = actions["op"]  # [B, T]
+        op = joint[..., OP]  # [B, T]
         value = self._baseline(lstm_out, op, dist.probs[..., OP, :NUM_OPS])  # [B, T]
         q_value = self._compute_value(lstm_out.detach(), op)  # [B, T]
         return EvaluateOutput(
-            log_probs={name: log_probs[..., i] for i, name in enumerate(HEAD_NAMES)},
+            log_probs=unpack_heads(log_probs),
             value=value,
-            entropy={name: entropy[..., i] for i, name in enumerate(HEAD_NAMES)},
+            entropy=unpack_heads(entropy),
             hidden=hidden,
             q_value=q_value,
         )

@@ -1,15 +1,16 @@
 """RolloutBuffer: one row per env, `[num_envs, max_steps, ...]` (Esper's `TamiyoRolloutBuffer`).
 
 Each row is one env's contiguous episode, so GAE never mixes envs and the PPO update can re-run a row as ONE
-sequence from the hidden state stored at its first step. One `add(...)` call stores one step for every env at once,
-with the exact tensors the policy saw and returned:
+sequence from the hidden state the row started from. `reset(initial_hidden)` starts a rollout with that state
+(h0, c0), each `[layers, E, H]`; one `add(...)` call then stores one step for every env at once, with the exact
+tensors the policy saw and returned:
 
-    obs [E, D]  (NORMALISED)     blueprint_indices [E, S] int64   actions / log_probs: {head: [E]}
+    obs [E, D]  (NORMALISED)     blueprint_indices [E, S] int64   actions / log_probs: [E, 8] (joint, HEAD_NAMES order)
     value [E]   op_values [E, 6]  reward / done / truncated [E]      masks: {head: [E, k] bool}
-    hidden (h, c), each [layers, E, H]: the PRE-step state fed into the policy at this step
 
-Every field is required: forgetting one (say `blueprint_indices`, the addendum's "pitfall 2: buffer schema
-mismatch") raises a `BufferSchemaError` naming it at `add` time, not a KeyError deep inside PPO.
+Only the initial hidden state is kept: the update re-runs whole rows, so the state at any later step is recomputed
+by the LSTM itself. Every field is required: forgetting one (say `blueprint_indices`, the addendum's "pitfall 2:
+buffer schema mismatch") raises a `BufferSchemaError` naming it at `add` time, not a KeyError deep inside PPO.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from esper_lab.actions import HEAD_NAMES, NUM_OPS, head_sizes
+from esper_lab.actions import HEAD_NAMES, NUM_HEADS, NUM_OPS, head_sizes
 
 
 class BufferSchemaError(ValueError):
@@ -39,8 +40,8 @@ class RolloutBatch:
 
     obs: torch.Tensor  # [E, T, D] float32, normalised
     blueprint_indices: torch.Tensor  # [E, T, S] int64
-    actions: dict[str, torch.Tensor]  # {head: [E, T] int64}
-    log_probs: dict[str, torch.Tensor]  # {head: [E, T] float32}
+    actions: torch.Tensor  # [E, T, 8] int64, columns in HEAD_NAMES order
+    log_probs: torch.Tensor  # [E, T, 8] float32
     values: torch.Tensor  # [E, T]
     op_values: torch.Tensor  # [E, T, 6]
     rewards: torch.Tensor  # [E, T]
@@ -48,8 +49,6 @@ class RolloutBatch:
     truncated: torch.Tensor  # [E, T] bool
     bootstrap_values: torch.Tensor  # [E, T], non-zero only where set_bootstrap wrote
     masks: dict[str, torch.Tensor]  # {head: [E, T, k] bool}
-    hidden_h: torch.Tensor  # [E, T, layers, H] pre-step hidden
-    hidden_c: torch.Tensor  # [E, T, layers, H]
     valid: torch.Tensor  # [E, T] bool; all True here (every env stores every step), honoured by GAE users and PPO
     initial_hidden: tuple[torch.Tensor, torch.Tensor]  # (h0, c0), each [layers, E, H]
 
@@ -108,8 +107,8 @@ class RolloutBuffer:
 
         self.obs = torch.zeros(E, T, obs_dim, device=dev)  # [E, T, D]
         self.blueprint_indices = torch.zeros(E, T, num_slots, dtype=torch.long, device=dev)  # [E, T, S]
-        self.actions = {h: torch.zeros(E, T, dtype=torch.long, device=dev) for h in HEAD_NAMES}  # [E, T]
-        self.log_probs = {h: torch.zeros(E, T, device=dev) for h in HEAD_NAMES}  # [E, T]
+        self.actions = torch.zeros(E, T, NUM_HEADS, dtype=torch.long, device=dev)  # [E, T, 8]
+        self.log_probs = torch.zeros(E, T, NUM_HEADS, device=dev)  # [E, T, 8]
         self.values = torch.zeros(E, T, device=dev)  # [E, T]
         self.op_values = torch.zeros(E, T, NUM_OPS, device=dev)  # [E, T, 6]
         self.rewards = torch.zeros(E, T, device=dev)  # [E, T]
@@ -117,8 +116,7 @@ class RolloutBuffer:
         self.truncated = torch.zeros(E, T, dtype=torch.bool, device=dev)  # [E, T]
         self.bootstrap_values = torch.zeros(E, T, device=dev)  # [E, T]
         self.masks = {h: torch.ones(E, T, k, dtype=torch.bool, device=dev) for h, k in self.head_sizes.items()}
-        self.hidden_h = torch.zeros(E, T, lstm_layers, lstm_hidden_dim, device=dev)  # [E, T, layers, H]
-        self.hidden_c = torch.zeros(E, T, lstm_layers, lstm_hidden_dim, device=dev)  # [E, T, layers, H]
+        self.initial_hidden: tuple[torch.Tensor, torch.Tensor] | None = None  # (h0, c0), each [layers, E, H]
         self.step = 0  # steps stored, the same for every env
 
     def __len__(self) -> int:
@@ -128,8 +126,17 @@ class RolloutBuffer:
     def full(self) -> bool:
         return self.step >= self.max_steps
 
-    def reset(self) -> None:
-        """Forget every stored step (the tensors are overwritten by the next rollout; bootstraps are zeroed)."""
+    def reset(self, initial_hidden: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Start a rollout whose rows begin from `initial_hidden` = (h0, c0), each `[layers, E, H]`: forget every
+        stored step (the tensors are overwritten by the next rollout; bootstraps are zeroed)."""
+        L, E, H = self.lstm_layers, self.num_envs, self.lstm_hidden_dim
+        if not (isinstance(initial_hidden, (tuple, list)) and len(initial_hidden) == 2):
+            raise BufferSchemaError("RolloutBuffer.reset: initial_hidden must be the (h, c) pair the rows start from")
+        for name, x in zip(("h", "c"), initial_hidden):
+            if tuple(x.shape) != (L, E, H):
+                raise BufferSchemaError(f"RolloutBuffer.reset: initial hidden {name} has shape {tuple(x.shape)}, "
+                                        f"expected [layers, E, H] = {[L, E, H]}")
+        self.initial_hidden = tuple(x.detach().to(self.device).clone() for x in initial_hidden)  # type: ignore
         self.step = 0
         self.bootstrap_values.zero_()
         self.dones.zero_()
@@ -140,15 +147,14 @@ class RolloutBuffer:
         *,
         obs: torch.Tensor | None = None,
         blueprint_indices: torch.Tensor | None = None,
-        actions: dict[str, torch.Tensor] | None = None,
-        log_probs: dict[str, torch.Tensor] | None = None,
+        actions: torch.Tensor | None = None,
+        log_probs: torch.Tensor | None = None,
         value: torch.Tensor | None = None,
         op_values: torch.Tensor | None = None,
         reward: torch.Tensor | None = None,
         done: torch.Tensor | None = None,
         truncated: torch.Tensor | None = None,
         masks: dict[str, torch.Tensor] | None = None,
-        hidden: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         """Store one step for all E envs. Every argument is required (keyword only); shapes in the module docstring.
 
@@ -156,47 +162,41 @@ class RolloutBuffer:
         naming the capacity when the buffer already holds `max_steps` steps. Everything is detached and copied.
         """
         given = dict(obs=obs, blueprint_indices=blueprint_indices, actions=actions, log_probs=log_probs, value=value,
-                     op_values=op_values, reward=reward, done=done, truncated=truncated, masks=masks, hidden=hidden)
+                     op_values=op_values, reward=reward, done=done, truncated=truncated, masks=masks)
         missing = [name for name, x in given.items() if x is None]
         if missing:
             raise BufferSchemaError(
                 f"RolloutBuffer.add: missing field(s) {missing}. Every step must store all of {list(given)} "
-                "(the policy's view of the step: normalised obs, blueprint_indices, actions, per-head log-probs, "
-                "value, op_values, masks and the pre-step hidden state)."
+                "(the policy's view of the step: normalised obs, blueprint_indices, the joint action [E, 8], its "
+                "per-head log-probs [E, 8], value, op_values and masks)."
             )
         if self.step >= self.max_steps:
             raise BufferFullError(
                 f"RolloutBuffer.add: buffer is full, capacity is max_steps={self.max_steps} steps per env "
                 f"(num_envs={self.num_envs}); call reset() before the next rollout."
             )
-        E, S, L, H = self.num_envs, self.num_slots, self.lstm_layers, self.lstm_hidden_dim
-        for name, head_dict in (("actions", actions), ("log_probs", log_probs), ("masks", masks)):
-            absent = [h for h in HEAD_NAMES if h not in head_dict]
-            extra = [h for h in head_dict if h not in HEAD_NAMES]
-            if absent or extra:
-                raise BufferSchemaError(f"RolloutBuffer.add: {name} must have exactly the heads {list(HEAD_NAMES)}; "
-                                        f"missing {absent}, unknown {extra}")
-        if not (isinstance(hidden, (tuple, list)) and len(hidden) == 2):
-            raise BufferSchemaError("RolloutBuffer.add: hidden must be the pre-step (h, c) pair")
+        if self.initial_hidden is None:
+            raise BufferSchemaError("RolloutBuffer.add: call reset(initial_hidden) first: the PPO update re-runs "
+                                    "each row from the hidden state it started from")
+        E, S = self.num_envs, self.num_slots
+        absent = [h for h in HEAD_NAMES if h not in masks]
+        extra = [h for h in masks if h not in HEAD_NAMES]
+        if absent or extra:
+            raise BufferSchemaError(f"RolloutBuffer.add: masks must have exactly the heads {list(HEAD_NAMES)}; "
+                                    f"missing {absent}, unknown {extra}")
 
         t = self.step
         self._put("obs", self.obs, t, obs, (E, self.obs_dim))
         self._put("blueprint_indices", self.blueprint_indices, t, blueprint_indices, (E, S))
+        self._put("actions", self.actions, t, actions, (E, NUM_HEADS))
+        self._put("log_probs", self.log_probs, t, log_probs, (E, NUM_HEADS))
         for h in HEAD_NAMES:
-            self._put(f"actions[{h!r}]", self.actions[h], t, actions[h], (E,))
-            self._put(f"log_probs[{h!r}]", self.log_probs[h], t, log_probs[h], (E,))
             self._put(f"masks[{h!r}]", self.masks[h], t, masks[h], (E, self.head_sizes[h]))
         self._put("value", self.values, t, value, (E,))
         self._put("op_values", self.op_values, t, op_values, (E, NUM_OPS))
         self._put("reward", self.rewards, t, reward, (E,))
         self._put("done", self.dones, t, done, (E,))
         self._put("truncated", self.truncated, t, truncated, (E,))
-        h, c = hidden
-        for name, x, store in (("hidden h", h, self.hidden_h), ("hidden c", c, self.hidden_c)):
-            if tuple(x.shape) != (L, E, H):
-                raise BufferSchemaError(f"RolloutBuffer.add: {name} has shape {tuple(x.shape)}, "
-                                        f"expected [layers, E, H] = {[L, E, H]}")
-            store[:, t] = x.detach().transpose(0, 1).to(store.device, store.dtype)  # [E, L, H]
         self.step += 1
 
     def _put(self, name: str, store: torch.Tensor, t: int, x: torch.Tensor, shape: tuple[int, ...]) -> None:
@@ -218,18 +218,16 @@ class RolloutBuffer:
     def batched(self) -> RolloutBatch:
         """The stored steps as a `RolloutBatch` of `[E, T, ...]` tensors (views into the buffer, T = steps stored).
 
-        `initial_hidden` is the pre-step hidden of step 0 as `(h0, c0)`, each `[layers, E, H]`, ready for the LSTM.
+        `initial_hidden` is the state the rows started from, `(h0, c0)`, each `[layers, E, H]`, ready for the LSTM.
         """
-        if self.step == 0:
+        if self.step == 0 or self.initial_hidden is None:
             raise RuntimeError("RolloutBuffer.batched: the buffer is empty")
         T = self.step
-        h0 = self.hidden_h[:, 0].transpose(0, 1).contiguous()  # [E, L, H] -> [L, E, H]
-        c0 = self.hidden_c[:, 0].transpose(0, 1).contiguous()  # [L, E, H]
         return RolloutBatch(
             obs=self.obs[:, :T],
             blueprint_indices=self.blueprint_indices[:, :T],
-            actions={h: a[:, :T] for h, a in self.actions.items()},
-            log_probs={h: lp[:, :T] for h, lp in self.log_probs.items()},
+            actions=self.actions[:, :T],
+            log_probs=self.log_probs[:, :T],
             values=self.values[:, :T],
             op_values=self.op_values[:, :T],
             rewards=self.rewards[:, :T],
@@ -237,8 +235,6 @@ class RolloutBuffer:
             truncated=self.truncated[:, :T],
             bootstrap_values=self.bootstrap_values[:, :T],
             masks={h: m[:, :T] for h, m in self.masks.items()},
-            hidden_h=self.hidden_h[:, :T],
-            hidden_c=self.hidden_c[:, :T],
             valid=torch.ones(self.num_envs, T, dtype=torch.bool, device=self.device),
-            initial_hidden=(h0, c0),
+            initial_hidden=self.initial_hidden,
         )

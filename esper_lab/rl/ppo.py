@@ -17,7 +17,7 @@ One call, `PPOUpdater(policy, cfg).update(batch)`, reads top to bottom:
 Advantages are normalised once over the whole batch rather than per minibatch: a minibatch is only a few episodes
 here, and per-minibatch statistics of so few rows are noisy.
 
-Metrics (`METRIC_KEYS`, one flat dict of floats / ints / bools per update):
+Metrics (`runs.PPO_METRIC_KEYS`, one flat dict of floats / ints / bools per update):
 - losses and approx_kl: means over every minibatch EVALUATED (the one that tripped the KL stop included);
   q_aux_loss is 0.0 outside critic 'v';
 - entropy_<head> and clip_fraction: pooled over the (head, step) pairs where the head mattered; NaN for a head that
@@ -38,10 +38,12 @@ from collections import defaultdict
 import torch
 import torch.nn as nn
 
-from esper_lab.actions import HEAD_NAMES, causal_masks
+from esper_lab.actions import HEAD_INDEX, HEAD_NAMES, causal_masks
+from esper_lab.agent import Agent
 from esper_lab.config import PPOConfig
 from esper_lab.rl.advantages import compute_gae, per_head_advantages
 from esper_lab.rl.buffer import RolloutBatch, RolloutBuffer
+from esper_lab.runs import PPO_METRIC_KEYS
 
 # Phase 5 per-head entropy multipliers (Esper's ENTROPY_COEF_PER_HEAD): the one definition in esper_lab.
 ENTROPY_COEF_PER_HEAD = {
@@ -58,16 +60,6 @@ assert set(ENTROPY_COEF_PER_HEAD) == set(HEAD_NAMES)
 KL_EARLY_STOP_FACTOR = 1.5  # stop before the step whose minibatch KL exceeds 1.5 x target_kl
 LOG_RATIO_CLAMP = 20.0  # exp(20) is large but finite
 ADAM_EPS = 1e-5
-
-METRIC_KEYS = (
-    "policy_loss", "value_loss", "entropy_loss", "q_aux_loss",
-    *(f"entropy_{h}" for h in HEAD_NAMES),
-    "approx_kl", "clip_fraction", "explained_variance",
-    *(f"grad_norm_{h}" for h in HEAD_NAMES), "grad_norm_total",
-    "q_spread", "q_variance", "epochs_completed", "early_stopped", "ratio_first",
-    "optimizer_steps", "advantage_mean", "advantage_std",
-)  # fmt: skip
-
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of `x` over the True entries of `mask` (same shape); 0 when the mask is empty."""
@@ -127,13 +119,14 @@ class PPOUpdater:
     """Owns the Adam optimizer (eps 1e-5) and runs PPO updates on `RolloutBatch`es.
 
     Args:
-        policy: a `FactoredRecurrentActorCritic`, or anything with a `.network` attribute holding one (the bundle).
+        agent: the `Agent` whose network is trained (its `evaluate_actions` re-runs the stored rows).
         cfg: `PPOConfig`.
+        gamma: the discount of GAE (the run's `world.reward.gamma`, shared with the shaping).
     """
 
-    def __init__(self, policy: nn.Module, cfg: PPOConfig):
-        self.network = getattr(policy, "network", policy)
-        self.cfg = cfg
+    def __init__(self, agent: Agent, cfg: PPOConfig, gamma: float):
+        self.agent, self.network = agent, agent.network
+        self.cfg, self.gamma = cfg, float(gamma)
         self.critic = getattr(self.network, "critic", "q_op")
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=cfg.lr, eps=ADAM_EPS, fused=True)
         self.head_params = head_parameters(self.network)
@@ -150,12 +143,12 @@ class PPOUpdater:
         advantages: torch.Tensor | None = None,
         returns: torch.Tensor | None = None,
     ) -> dict[str, float]:
-        """One PPO update; returns the metrics dict (keys in `METRIC_KEYS`).
+        """One PPO update; returns the metrics dict (keys `runs.PPO_METRIC_KEYS`).
 
         Args:
             batch: the rollout (`RolloutBuffer.batched()`, or the buffer itself), every field `[E, T, ...]`.
             advantages, returns: `[E, T]`; when both are None they are computed here with `compute_gae` and
-                cfg.gamma / cfg.gae_lambda from the stored rewards, values, dones, truncations and bootstraps.
+                self.gamma / cfg.gae_lambda from the stored rewards, values, dones, truncations and bootstraps.
         """
         cfg = self.cfg
         if isinstance(batch, RolloutBuffer):
@@ -167,7 +160,7 @@ class PPOUpdater:
                              f"{batch.num_envs}]: a minibatch is a set of whole env rows")
         if advantages is None:
             advantages, returns = compute_gae(batch.rewards, batch.values, batch.dones, batch.truncated,
-                                              batch.bootstrap_values, cfg.gamma, cfg.gae_lambda)  # [E, T] each
+                                              batch.bootstrap_values, self.gamma, cfg.gae_lambda)  # [E, T] each
         valid = batch.valid  # [E, T]
 
         # Telemetry from what the rollout stored, before anything changes.
@@ -216,10 +209,10 @@ class PPOUpdater:
         metrics["optimizer_steps"] = optimizer_steps
         metrics["early_stopped"] = early_stopped
         metrics["ratio_first"] = ratio_first
-        for key in METRIC_KEYS:  # the rest are means of per-minibatch (or per-step) sums
+        for key in PPO_METRIC_KEYS:  # the rest are means of per-minibatch (or per-step) sums
             if key not in metrics:
                 metrics[key] = sums[key] / counts[key] if counts[key] > 0 else float("nan")
-        return {key: metrics[key] for key in METRIC_KEYS}
+        return {key: metrics[key] for key in PPO_METRIC_KEYS}
 
     def _step(self, loss: torch.Tensor, losses: dict[str, torch.Tensor]) -> dict[str, float]:
         """Backward, gradient norms (per head, then the pre-clip total), global clip, Adam step.
@@ -250,12 +243,13 @@ class PPOUpdater:
             ratio_dev: max |ratio - 1| over every head and valid step (0 before any step: the stored data is exact).
         """
         cfg = self.cfg
-        out = self.network.evaluate_actions(
-            mb.obs, mb.blueprint_indices, mb.actions, hidden=mb.initial_hidden, masks=mb.masks
+        out = self.agent.evaluate_actions(
+            mb.obs, mb.blueprint_indices, mb.actions, masks=mb.masks, hidden=mb.initial_hidden
         )  # log_probs / entropy: {head: [e, T]}, value: [e, T]
         valid = mb.valid  # [e, T]
-        relevant = {h: m & valid for h, m in causal_masks(mb.actions["op"]).items()}  # {head: [e, T] bool}
-        head_adv = per_head_advantages(advantages, mb.actions["op"])  # {head: [e, T]}
+        op = mb.actions[..., HEAD_INDEX["op"]]  # [e, T], the stored op
+        relevant = {h: m & valid for h, m in causal_masks(op).items()}  # {head: [e, T] bool}
+        head_adv = per_head_advantages(advantages, op)  # {head: [e, T]}
 
         policy_loss = advantages.new_zeros(())
         entropy_loss = advantages.new_zeros(())
@@ -264,7 +258,8 @@ class PPOUpdater:
         clipped, clip_count, ratio_max_dev = 0.0, 0.0, 0.0
         for head in HEAD_NAMES:
             mask = relevant[head]  # [e, T]
-            log_ratio = (out.log_probs[head] - mb.log_probs[head]).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+            stored = mb.log_probs[..., HEAD_INDEX[head]]  # [e, T]
+            log_ratio = (out.log_probs[head] - stored).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
             ratio = log_ratio.exp()  # [e, T]
             surrogate = torch.min(ratio * head_adv[head],
                                   ratio.clamp(1 - cfg.clip_ratio, 1 + cfg.clip_ratio) * head_adv[head])

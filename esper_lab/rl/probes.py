@@ -9,18 +9,16 @@ the op probabilities and the op mask, next to the blueprint-embedding table.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from esper_lab.actions import HEAD_NAMES, BlueprintAction, LifecycleOp
+from esper_lab.actions import EMPTY_BLUEPRINT_INDEX, HEAD_NAMES, OP_NAMES, BlueprintAction
+from esper_lab.agent import Agent
 from esper_lab.config import WorldConfig
 from esper_lab.env.vector import VectorEnv
 from esper_lab.features import batch_obs_to_features
 from esper_lab.policy.baselines import HeuristicPolicy
-
-if TYPE_CHECKING:
-    from esper_lab.rl.trainer import Trainer
 
 BLUEPRINT_ROW_NAMES = tuple(bp.name for bp in BlueprintAction) + ("NULL",)
 PROBE_COUNT = 6
@@ -64,41 +62,28 @@ def make_probe(world: WorldConfig, seed: int) -> Probe:
 
 def describe_slots(blueprint_indices: torch.Tensor) -> str:
     """'CONV_LIGHT, -, -' for indices [S]."""
-    return ", ".join("-" if int(i) < 0 else BlueprintAction(int(i)).name for i in blueprint_indices)
+    return ", ".join("-" if int(i) == EMPTY_BLUEPRINT_INDEX else BlueprintAction(int(i)).name for i in blueprint_indices)
 
 
 @torch.no_grad()
-def snapshot(trainer: "Trainer") -> dict[str, Any]:
+def snapshot(agent: Agent, probe: Probe) -> dict[str, Any]:
     """Embedding table and per-op values on the probe states, for snapshots/update_NNNNNN.json.
 
     The forward pass samples an op; `fork_rng` keeps that draw out of the training RNG stream, so a run with a run
     directory gives the same numbers as one without."""
-    probe, net = trainer.probe, trainer.bundle.network
+    net = agent.network
     with torch.random.fork_rng(devices=[]):
-        out = net(trainer.obs_norm.normalize(probe.obs), probe.blueprint_indices, masks=probe.masks)
+        out = agent.forward(agent.obs_norm.normalize(probe.obs), probe.blueprint_indices, probe.masks)
     steps = torch.tensor(probe.steps)
     op_mask = probe.masks["op"][0, steps]  # [P, 6]
     op_logits = out.op_logits[0, steps].masked_fill(~op_mask, float("-inf"))  # [P, 6]
     return {
         "blueprint_names": list(BLUEPRINT_ROW_NAMES),
         "embedding": net.blueprint_embedding.table_weight().tolist(),  # [14, 4]
-        "op_names": [op.name for op in LifecycleOp],
+        "op_names": list(OP_NAMES),
         "probe_names": probe.names,
         "probe_op_values": out.op_values[0, steps].tolist(),  # [P, 6]
         "probe_op_probs": torch.softmax(op_logits, dim=-1).tolist(),  # [P, 6]
         "probe_op_masks": op_mask.tolist(),
     }
 
-
-def tick_records(reports: list, update: int, epoch: int) -> list[dict[str, Any]]:
-    """Per-epoch stage and alpha of every occupied slot (for the dashboard's swimlane)."""
-    rows = []
-    for env_idx, report in enumerate(reports):
-        for slot in report.slots:
-            if slot is None:  # an empty slot has no report
-                continue
-            rows.append({
-                "kind": "tick", "update": update, "env": env_idx, "slot": slot.slot_id, "epoch": epoch,
-                "stage": slot.stage.name, "blueprint": slot.blueprint.name, "alpha": float(slot.alpha),
-            })
-    return rows

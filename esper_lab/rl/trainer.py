@@ -1,38 +1,36 @@
-"""Rollout -> bootstrap -> PPO update, one loop, one metrics record per update (Phase 4 steps 3 to 5).
+"""The training loop: rollout -> normalisers -> PPO update -> checkpoint, status, snapshots (Phase 4 steps 3 to 5).
 
-Three things agree everywhere (DESIGN.md): the op that conditions the value is the op acted on (one `get_action`
-call returns both); the blueprint indices stored are the ones the policy saw; the observation stored is the
-normalised one the policy saw (the normaliser is frozen during the rollout and updated just before the update).
-
-Each update runs exactly one episode per world (a fresh host, as in Esper), so every buffer row is one whole
-episode that the PPO update re-runs as one LSTM sequence from the stored initial hidden state.
+The trainer only orchestrates: `rollout.collect` plays the episodes into the buffer (and bootstraps), `PPOUpdater`
+updates the agent, `runs.RunWriter` writes the run directory. Each update runs exactly one episode per world (a
+fresh host, as in Esper), so every buffer row is one whole episode that the PPO update re-runs as one LSTM
+sequence from its initial hidden state. The normalisers are updated after the rollout and before the update, so
+what the buffer stores is what the policy saw.
 """
 
 from __future__ import annotations
 
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from esper_lab.actions import HEAD_NAMES, LifecycleOp
+from esper_lab.actions import DEFAULT_NUM_SLOTS, OP_NAMES
+from esper_lab.agent import Agent
 from esper_lab.config import TrainConfig
 from esper_lab.env.backends import close_vector_env, make_vector_env
-from esper_lab.features import OBS_DIM, batch_obs_to_features
+from esper_lab.evaluate import evaluate_policies
+from esper_lab.features import OBS_DIM
 from esper_lab.malloc import tune_malloc
 from esper_lab.policy.baselines import BASELINES
-from esper_lab.policy.bundle import LSTMPolicyBundle
+from esper_lab.policy.normalize import RewardNormalizer
 from esper_lab.rl import probes
 from esper_lab.rl.buffer import RolloutBuffer
-from esper_lab.rl.normalize import RewardNormalizer, RunningMeanStd
 from esper_lab.rl.ppo import PPOUpdater
-from esper_lab.runs import METRIC_KEYS, OP_NAMES, RunWriter, atomic_write, dumps, load_checkpoint
-
-NUM_SLOTS = 3
+from esper_lab.rl.rollout import Rollout, Telemetry, collect
+from esper_lab.runs import METRIC_KEYS, ROLLOUT_METRIC_KEYS, RunWriter, load_checkpoint
 
 
 class StopRequested(Exception):
@@ -44,22 +42,6 @@ def episode_seeds(seed: int, update: int, num_envs: int) -> list[int]:
     return [seed * 1_000_003 + update * num_envs + i for i in range(num_envs)]
 
 
-@dataclass
-class Rollout:
-    """What one rollout produced besides the buffer."""
-
-    raw_obs: torch.Tensor  # [E*T, D] un-normalised, for the normaliser update
-    raw_rewards: torch.Tensor  # [E, T] un-normalised, for the reward normaliser update
-    dones: torch.Tensor  # [E, T]
-    episode_returns: torch.Tensor  # [E] raw (un-normalised) return
-    final_infos: list[dict[str, Any]]
-    op_counts: torch.Tensor  # [NUM_OPS]
-    illegal: int
-    events: list[dict[str, Any]] = field(default_factory=list)
-    env_seconds: float = 0.0
-    policy_seconds: float = 0.0
-
-
 class Trainer:
     """Owns the worlds, the policy, the PPO updater, the normalisers and (optionally) a run directory."""
 
@@ -69,12 +51,11 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.cfg = cfg
         self.envs = make_vector_env(cfg)
-        self.bundle = LSTMPolicyBundle.from_config(OBS_DIM, cfg.policy, num_slots=NUM_SLOTS)
-        self.updater = PPOUpdater(self.bundle, cfg.ppo)
-        self.obs_norm = RunningMeanStd(OBS_DIM)
-        self.reward_norm = RewardNormalizer(gamma=cfg.ppo.gamma)
+        self.agent = Agent.from_config(cfg.policy, DEFAULT_NUM_SLOTS)
+        self.updater = PPOUpdater(self.agent, cfg.ppo, cfg.gamma)
+        self.reward_norm = RewardNormalizer(gamma=cfg.gamma)
         self.buffer = RolloutBuffer(
-            cfg.num_envs, cfg.world.max_epochs, OBS_DIM, NUM_SLOTS, cfg.policy.lstm_hidden_dim
+            cfg.num_envs, cfg.world.max_epochs, OBS_DIM, DEFAULT_NUM_SLOTS, cfg.policy.lstm_hidden_dim
         )
         self.update_idx = 0  # updates completed
         self.env_steps = 0
@@ -87,72 +68,17 @@ class Trainer:
 
     def collect(self, *, trace: bool = False) -> Rollout:
         """Run one episode in every world, filling the buffer; then bootstrap the truncated last step."""
-        E, T = self.cfg.num_envs, self.cfg.world.max_epochs
-        self.buffer.reset()
-        reports = self.envs.reset(episode_seeds(self.cfg.seed, self.update_idx, E))
-        hidden = self.bundle.initial_hidden(E)
-        returns = torch.zeros(E)
-        op_counts = torch.zeros(len(LifecycleOp), dtype=torch.long)
-        raw_obs, raw_rewards, dones, events, infos, illegal = [], [], [], [], [], 0
-        env_s = policy_s = 0.0
-        for t in range(T):
-            t0 = time.perf_counter()
-            obs, bp_idx = batch_obs_to_features(reports)  # [E, D], [E, S]
-            raw_obs.append(obs)
-            obs_n = self.obs_norm.normalize(obs)  # frozen statistics during the rollout
-            masks = self.envs.masks()  # {head: [E, k]}
-            result = self.bundle.get_action(obs_n, bp_idx, masks, hidden)
-            actions = torch.stack([result.actions[h] for h in HEAD_NAMES], dim=1)  # [E, 8]
-            t1 = time.perf_counter()
-            reports, rewards, terminated, truncated, infos = self.envs.step(actions)
-            t2 = time.perf_counter()
-            done = terminated | truncated
-            self.buffer.add(
-                obs=obs_n,
-                blueprint_indices=bp_idx,
-                actions=result.actions,
-                log_probs=result.log_probs,
-                value=result.value,
-                op_values=result.op_values,
-                reward=self.reward_norm.normalize(rewards),  # frozen statistics during the rollout
-                done=done,
-                truncated=truncated,
-                masks=masks,
-                hidden=hidden,  # the PRE-step hidden fed into this step
-            )
-            hidden = result.hidden  # carried; never reset before the bootstrap (B11-DRL-01)
-            returns += rewards
-            raw_rewards.append(rewards)
-            dones.append(done)
-            op_counts += torch.bincount(actions[:, HEAD_NAMES.index("op")], minlength=len(LifecycleOp))
-            illegal += sum(bool(info.get("illegal")) for info in infos)
-            events += [{"kind": "transition", "update": self.update_idx + 1, "env": i,
-                        "contribution": _contribution(reports[i], ev.get("slot")), **ev}
-                       for i, info in enumerate(infos) for ev in info.get("events", [])]
-            if trace:
-                events += probes.tick_records(reports, self.update_idx + 1, epoch=t + 1)
-            env_s += t2 - t1
-            policy_s += (t1 - t0) + (time.perf_counter() - t2)
-        self._bootstrap(reports, hidden, truncated)
-        return Rollout(torch.cat(raw_obs), torch.stack(raw_rewards, 1), torch.stack(dones, 1), returns, infos,
-                       op_counts, illegal, events, env_s, policy_s)
-
-    def _bootstrap(self, reports: list, hidden: tuple[torch.Tensor, torch.Tensor], truncated: torch.Tensor) -> None:
-        """Value of the POST-action state with the carried hidden state, `get_action(deterministic=True)`."""
-        if not bool(truncated.any()):
-            return
-        obs, bp_idx = batch_obs_to_features(reports)  # post-action features and blueprint indices
-        result = self.bundle.get_action(self.obs_norm.normalize(obs), bp_idx, self.envs.masks(), hidden,
-                                        deterministic=True)
-        self.buffer.set_bootstrap(result.value * truncated.float())
+        seeds = episode_seeds(self.cfg.seed, self.update_idx, self.cfg.num_envs)
+        return collect(self.agent, self.envs, self.buffer, self.reward_norm, seeds,
+                       Telemetry(update=self.update_idx + 1, trace=trace))
 
     def train_step(self) -> dict[str, Any]:
-        """One update: rollout, normaliser update, PPO. Returns the metrics record (keys = runs.METRIC_KEYS)."""
+        """One update: rollout, normaliser update, PPO. Returns the metrics record (keys = `runs.METRIC_KEYS`)."""
         start = time.perf_counter()
         snapshot_now = (self.update_idx + 1) % self.cfg.snapshot_every == 0
         rollout = self.collect(trace=snapshot_now)
         rollout_s = time.perf_counter() - start
-        self.obs_norm.update(rollout.raw_obs)  # just before the update, never during the rollout
+        self.agent.obs_norm.update(rollout.raw_obs)  # just before the update, never during the rollout
         self.reward_norm.update(rollout.raw_rewards, rollout.dones)
         t0 = time.perf_counter()
         ppo_metrics = self.updater.update(self.buffer)
@@ -163,12 +89,14 @@ class Trainer:
         record = self._record(rollout, ppo_metrics, rollout_s, update_s, time.perf_counter() - start)
         if self.writer is not None:
             self.writer.metrics(record)
-            self.writer.events(rollout.events)
+            self.writer.events(rollout.telemetry.events)
             if snapshot_now:
-                self.writer.snapshot(self.update_idx, probes.snapshot(self))
+                self.writer.snapshot(self.update_idx, probes.snapshot(self.agent, self.probe))
         return record
 
     def _record(self, ro: Rollout, ppo: dict[str, Any], rollout_s: float, update_s: float, total_s: float) -> dict:
+        """The metrics.jsonl record of this update: the rollout's keys, then every key PPO computed."""
+        tm = ro.telemetry
         summaries = [info.get("episode", {}) for info in ro.final_infos]
 
         def mean_of(key: str) -> float:
@@ -181,11 +109,11 @@ class Trainer:
             "time_s": time.time(),
             "sps": self.cfg.num_envs * self.cfg.world.max_epochs / total_s,
             "rollout_seconds": rollout_s,
-            "env_seconds": ro.env_seconds,
-            "policy_seconds": ro.policy_seconds,
+            "env_seconds": tm.env_seconds,
+            "policy_seconds": tm.policy_seconds,
             "update_seconds": update_s,
-            "episode_return": ro.episode_returns.mean().item(),
-            "episode_return_std": ro.episode_returns.std(correction=0).item(),
+            "episode_return": tm.episode_returns.mean().item(),
+            "episode_return_std": tm.episode_returns.std(correction=0).item(),
             "val_acc": float(val_accs.mean()),
             "val_acc_std": float(val_accs.std()),
             "fossilized": mean_of("fossilized"),
@@ -193,15 +121,12 @@ class Trainer:
             "germinated": mean_of("germinated"),
             "seed_params": mean_of("seed_params"),
             "host_params": mean_of("host_params"),
-            "illegal_actions": ro.illegal,
+            "illegal_actions": tm.illegal,
+            **{f"op_count_{name}": int(count) for name, count in zip(OP_NAMES, tm.op_counts)},
         }
-        for op, name in zip(LifecycleOp, OP_NAMES):
-            record[f"op_count_{name}"] = int(ro.op_counts[op])
-        for key in METRIC_KEYS:
-            if key not in record:
-                value = ppo.get(key, float("nan"))
-                record[key] = value.item() if isinstance(value, torch.Tensor) else value
-        return record
+        assert tuple(record) == ROLLOUT_METRIC_KEYS, "the rollout record and runs.ROLLOUT_METRIC_KEYS disagree"
+        record.update(ppo)
+        return {key: record[key] for key in METRIC_KEYS}
 
     # --- the loop -----------------------------------------------------------------------------------------------
 
@@ -242,14 +167,11 @@ class Trainer:
             self.writer.status(state, **fields)
 
     def _write_baselines(self) -> None:
-        if self.writer is None or (self.writer.dir / "baselines.json").exists():
+        if self.writer is None or self.writer.has_baselines():
             return
-        from esper_lab.evaluate import evaluate_policies
-
         results = evaluate_policies(tuple(BASELINES), self.cfg.world, episodes=self.cfg.num_envs, seed=self.cfg.seed)
-        ref = {name: {"episode_return": r["return_mean"], "val_acc": r["final_val_acc_mean"]}
-               for name, r in results.items()}
-        atomic_write(self.writer.dir / "baselines.json", dumps(ref))
+        self.writer.baselines({name: {"episode_return": r["return_mean"], "val_acc": r["final_val_acc_mean"]}
+                               for name, r in results.items()})
 
     # --- checkpoints --------------------------------------------------------------------------------------------
 
@@ -258,9 +180,8 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "update": self.update_idx,
             "env_steps": self.env_steps,
-            "policy": self.bundle.state_dict(),
+            **self.agent.checkpoint_state(),  # policy, obs_norm
             "optimizer": self.updater.optimizer.state_dict(),
-            "obs_norm": self.obs_norm.state_dict(),
             "reward_norm": self.reward_norm.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -277,21 +198,12 @@ class Trainer:
         self.writer.truncate_after(self.update_idx)
 
     def load_state(self, ckpt: dict[str, Any]) -> None:
-        self.bundle.load_state_dict(ckpt["policy"])
+        self.agent.load_checkpoint_state(ckpt)
         self.updater.optimizer.load_state_dict(ckpt["optimizer"])
-        self.obs_norm.load_state_dict(ckpt["obs_norm"])
         self.reward_norm.load_state_dict(ckpt["reward_norm"])
         self.update_idx = int(ckpt["update"])
         self.env_steps = int(ckpt["env_steps"])
         torch.set_rng_state(ckpt["torch_rng"])
-
-
-def _contribution(report: Any, slot_id: str | None) -> float | None:
-    """The counterfactual contribution (pp) of the seed in `slot_id` after the step, if it has one."""
-    for slot in report.slots:
-        if slot is not None and slot.slot_id == slot_id:
-            return slot.contribution
-    return None
 
 
 def _raise_stop(signum: int, frame: Any) -> None:

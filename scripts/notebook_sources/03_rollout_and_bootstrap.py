@@ -1,5 +1,3 @@
-# Source of notebooks/03_rollout_and_bootstrap.ipynb (build: .venv/bin/python scripts/build_notebooks.py 03)
-
 # %% [markdown]
 # # 03 · Rollout and bootstrap (Phase 4, Step 3)
 #
@@ -28,7 +26,7 @@ assert SIZE in ("ci", "full"), SIZE
 import torch
 from IPython.display import Markdown, display
 
-from esper_lab.notebook_helpers import by_size, expect_error, markdown_table, setup
+from nb_helpers import by_size, expect_error, markdown_table, setup
 
 setup(seed=0, threads=2)
 print("notebook size:", SIZE)
@@ -72,7 +70,7 @@ assert blueprint_indices_batch.eq(-1).all()
 # %%
 from esper_lab.actions import HEAD_NAMES, LifecycleOp
 from esper_lab.policy.bundle import LSTMPolicyBundle
-from esper_lab.rl.normalize import RunningMeanStd
+from esper_lab.policy.normalize import RunningMeanStd
 
 torch.manual_seed(1)
 policy = LSTMPolicyBundle.from_config(OBS_DIM, preset(by_size(SIZE, ci="tiny", full="demo")).policy)
@@ -104,7 +102,7 @@ assert truncated.all() and not terminated.any()  # episodes end by the time limi
 # embargoed) and goes back to -1 when the slot is empty again.
 
 # %%
-from esper_lab.notebook_helpers import blueprint_timeline_figure
+from nb_helpers import blueprint_timeline_figure
 
 germinated = (ops == LifecycleOp.GERMINATE)
 assert seen_idx[0].eq(-1).all()  # nothing before the first action
@@ -156,7 +154,7 @@ assert not torch.allclose(boot.value, pre_action.value)
 # worlds hold after the rollout. Recomputing the bootstrap from those must give the stored value.
 
 # %%
-from esper_lab.notebook_helpers import spy_on
+from nb_helpers import spy_on
 from esper_lab.rl.trainer import Trainer
 
 cfg = preset(by_size(SIZE, ci="tiny", full="demo"), seed=0)

@@ -94,7 +94,7 @@ class RewardNormalizer:
     Before the first update std is 1, so the first rollout's rewards pass through unscaled (only clipped).
 
     Args:
-        gamma: the discount of the return whose std is tracked (use PPOConfig.gamma).
+        gamma: the discount of the return whose std is tracked (the run's `world.reward.gamma`).
         clip: output clip.
         epsilon: added to the variance before the square root.
     """

@@ -1,0 +1,186 @@
+"""The agent: Policy Network V2 and its observation normaliser behind one set of calls (Esper's `LSTMPolicyBundle`).
+
+Everything that acts with or trains the policy goes through an `Agent`: the rollout and its bootstrap, the PPO
+update, a checkpoint under evaluation, the probes, the notebooks and the app. One argument order everywhere:
+features, blueprint_indices, (actions,) masks, hidden. "Normalise the features, call the policy, carry the hidden
+state" is written once, in `act`:
+
+    reports --act(reports, masks, hidden)--> Observation(raw [E, D], obs [E, D] normalised, blueprint_indices [E, S])
+                                             GetActionResult(joint_actions [E, 8], joint_log_probs [E, 8], value [E],
+                                                             op_values [E, 6], hidden)
+    end of rollout: bootstrap(post-action reports, masks, carried hidden) -> value [E]   (deterministic get_action)
+    PPO update:     evaluate_actions(obs [B, T, D], bp [B, T, S], actions [B, T, 8], masks, hidden0) -> EvaluateOutput
+
+The normaliser is frozen while the agent acts: the trainer calls `obs_norm.update` once per rollout, just before
+the update, so the normalised observation the buffer stores is exactly what the policy saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from esper_lab.actions import DEFAULT_NUM_SLOTS
+from esper_lab.config import PolicyConfig, TrainConfig, WorldConfig
+from esper_lab.features import OBS_DIM, batch_obs_to_features
+from esper_lab.policy.network import EvaluateOutput, FactoredRecurrentActorCritic, ForwardOutput, GetActionResult, Hidden
+from esper_lab.policy.normalize import RunningMeanStd
+from esper_lab.runs import load_checkpoint
+
+Masks = Mapping[str, torch.Tensor] | None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the policy saw at one step of E worlds."""
+
+    raw: torch.Tensor  # [E, D] features before normalisation (what the normaliser learns from)
+    obs: torch.Tensor  # [E, D] normalised: the policy's input, and what the buffer stores
+    blueprint_indices: torch.Tensor  # [E, S] int64, -1 = empty slot
+
+
+class Agent:
+    """Policy Network V2 plus its observation normaliser.
+
+    Args:
+        network: a `FactoredRecurrentActorCritic`.
+        obs_norm: the running feature normaliser (a fresh one of the network's width when None).
+    Attributes: `network` (the nn.Module), `obs_norm`, `spec` (the network's constructor arguments).
+    """
+
+    is_recurrent = True
+
+    def __init__(self, network: FactoredRecurrentActorCritic, obs_norm: RunningMeanStd | None = None):
+        self.network = network
+        self.obs_norm = obs_norm if obs_norm is not None else RunningMeanStd(network.state_dim)
+
+    @classmethod
+    def from_config(cls, cfg: PolicyConfig, num_slots: int = DEFAULT_NUM_SLOTS, state_dim: int = OBS_DIM) -> "Agent":
+        """A fresh agent of the sizes in `cfg` (feature_dim, lstm_hidden_dim, critic)."""
+        network = FactoredRecurrentActorCritic(state_dim, num_slots, feature_dim=cfg.feature_dim,
+                                               lstm_hidden_dim=cfg.lstm_hidden_dim, critic=cfg.critic)
+        return cls(network)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        n = self.network
+        return dict(state_dim=n.state_dim, num_slots=n.num_slots, feature_dim=n.feature_net[0].out_features,
+                    lstm_hidden_dim=n.lstm_hidden_dim, critic=n.critic)
+
+    @property
+    def critic(self) -> str:
+        return self.network.critic
+
+    def initial_hidden(self, batch: int) -> Hidden:
+        """Zero (h, c), each `[1, batch, H]`: ordinary tensors, safe to feed into a graph later."""
+        return self.network.initial_hidden(batch)
+
+    # --- acting -------------------------------------------------------------------------------------------------
+
+    def observe(self, reports: Sequence[Any]) -> Observation:
+        """Features of E world reports, normalised with the current (frozen) statistics."""
+        raw, blueprint_indices = batch_obs_to_features(reports)  # [E, D], [E, S]
+        return Observation(raw, self.obs_norm.normalize(raw), blueprint_indices)
+
+    def act(
+        self, reports: Sequence[Any], masks: Masks, hidden: Hidden, deterministic: bool = False
+    ) -> tuple[Observation, GetActionResult]:
+        """One step for E worlds: observe, then `get_action`. Returns what was seen and what was chosen."""
+        seen = self.observe(reports)
+        return seen, self.get_action(seen.obs, seen.blueprint_indices, masks, hidden, deterministic)
+
+    def bootstrap(self, reports: Sequence[Any], masks: Masks, hidden: Hidden) -> torch.Tensor:
+        """The value of the POST-action state with the CARRIED hidden state: `get_action(deterministic=True)`, so
+        the value is Q(s', argmax op) in critic 'q_op' (never `get_value` with a stale op). `[E]`."""
+        return self.act(reports, masks, hidden, deterministic=True)[1].value
+
+    # --- the network's four calls, with blueprint_indices right after the features -----------------------------
+
+    def get_action(self, features: torch.Tensor, blueprint_indices: torch.Tensor, masks: Masks = None,
+                   hidden: Hidden | None = None, deterministic: bool = False) -> GetActionResult:
+        """One step, no graph: `features [B, D]` (already normalised), `blueprint_indices [B, S]`."""
+        return self.network.get_action(features, blueprint_indices, hidden, masks, deterministic)
+
+    def forward(self, features: torch.Tensor, blueprint_indices: torch.Tensor, masks: Masks = None,
+                hidden: Hidden | None = None) -> ForwardOutput:
+        """Sequence pass `[B, T, D]`, `[B, T, S]` -> ForwardOutput (masked logits, value, sampled_op, op_values)."""
+        return self.network(features, blueprint_indices, hidden, masks)
+
+    def evaluate_actions(self, features: torch.Tensor, blueprint_indices: torch.Tensor,
+                         actions: Mapping[str, torch.Tensor] | torch.Tensor, masks: Masks = None,
+                         hidden: Hidden | None = None) -> EvaluateOutput:
+        """PPO pass over stored sequences; `actions` is the joint `[B, T, 8]` or `{head: [B, T]}`."""
+        return self.network.evaluate_actions(features, blueprint_indices, actions, hidden, masks)
+
+    def get_value(self, features: torch.Tensor, blueprint_indices: torch.Tensor, hidden: Hidden | None,
+                  op: torch.Tensor, masks: Masks = None) -> torch.Tensor:
+        """Debug only, no graph: the baseline for `op`. `[B, D]`, `op [B]` -> `[B]` (or `[B, T]` for sequences)."""
+        return self.network.get_value(features, blueprint_indices, hidden, op, masks)
+
+    # --- nn.Module plumbing and checkpoints ---------------------------------------------------------------------
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return self.network.parameters()
+
+    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        return self.network.named_parameters()
+
+    def train(self, mode: bool = True) -> "Agent":
+        self.network.train(mode)
+        return self
+
+    def eval(self) -> "Agent":
+        return self.train(False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The network's state_dict (embedding null index included); the normaliser is `obs_norm.state_dict()`."""
+        return self.network.state_dict()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> Any:
+        return self.network.load_state_dict(state_dict, strict=strict)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """`{"policy": network state, "obs_norm": normaliser state}`: the agent's part of a checkpoint."""
+        return {"policy": self.state_dict(), "obs_norm": self.obs_norm.state_dict()}
+
+    def load_checkpoint_state(self, ckpt: Mapping[str, Any]) -> None:
+        self.load_state_dict(ckpt["policy"])
+        self.obs_norm.load_state_dict(ckpt["obs_norm"])
+
+
+def load_agent(path: Path | str) -> tuple[Agent, TrainConfig]:
+    """The agent of a training checkpoint (loaded weights-only) and the run's config."""
+    ckpt = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    agent = Agent.from_config(cfg.policy)
+    agent.load_checkpoint_state(ckpt)
+    return agent, cfg
+
+
+class AgentPolicy:
+    """An agent behind the baselines' `reset` / `act` protocol (for `evaluate_policies`): carries the LSTM state."""
+
+    def __init__(self, agent: Agent, *, deterministic: bool = False, name: str = "trained"):
+        self.agent, self.deterministic, self.name = agent, deterministic, name
+        self.hidden: Hidden | None = None
+
+    def reset(self, num_envs: int) -> None:
+        self.hidden = self.agent.initial_hidden(num_envs)
+
+    def act(self, reports: Sequence[Any], masks: dict[str, torch.Tensor]) -> torch.Tensor:
+        """`reports` of E worlds and their masks `{head: [E, k]}` -> the joint action `[E, 8]` int64."""
+        if self.hidden is None:
+            self.reset(len(reports))
+        _, result = self.agent.act(reports, masks, self.hidden, self.deterministic)
+        self.hidden = result.hidden
+        return result.joint_actions  # [E, 8]
+
+
+def load_trained_policy(path: Path | str, *, deterministic: bool = False) -> tuple[AgentPolicy, WorldConfig]:
+    """A checkpoint's agent as a `reset` / `act` policy, and the world it was trained on."""
+    agent, cfg = load_agent(path)
+    return AgentPolicy(agent, deterministic=deterministic), cfg.world
