@@ -1,16 +1,24 @@
-"""The dashboard's pure figure functions on fixture run data: traces, values, and the derived tables."""
+"""esper_lab.plots, the figures shared by the dashboard and the notebooks, on fixture run data: traces, values,
+the derived tables, and what the package may import."""
 
 from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from app import data
-from app.figures import compare, curves, embeddings, ops, seeds
-from app.figures.common import trace_names
-from esper_lab.actions import HEAD_NAMES
+from esper_lab import plots
+from esper_lab.actions import HEAD_NAMES, BlueprintAction, LifecycleOp
+from esper_lab.plots import compare, curves, embeddings, ops, seeds
+from esper_lab.plots.common import trace_names
 from esper_lab.runs import METRIC_KEYS, OP_NAMES
 from fixtures.make_run import make_run
+
+ALLOWED_LAB_IMPORTS = {"esper_lab.actions", "esper_lab.config", "esper_lab.runs"}
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +160,88 @@ def test_compare_overlays_runs_and_smooths():
     assert trace_names(fig) == ["a", "b"] and list(fig.data[0].y) == [1.0, 2.0, 3.0]
     assert compare.smooth([1.0, None, 1.0], 0.9) == [pytest.approx(1.0), None, pytest.approx(1.0)]
     assert compare.smooth([0.0, 10.0], 0.5)[1] == pytest.approx(10.0 * 0.5 / 0.75)
+
+
+def test_compare_grid_has_one_panel_per_metric_and_faint_raw_lines():
+    records = {"q_op": [{"update": i, "episode_return": float(i), "q_spread": 0.1} for i in range(1, 5)],
+               "v": [{"update": i, "episode_return": -float(i), "q_spread": None} for i in range(1, 5)]}
+    panels = {"episode_return": "return", "q_spread": "q_spread"}
+    fig = compare.overlay_grid(panels, list(records.items()), smoothing=0.5)
+    assert len(fig.data) == 8  # 2 metrics x 2 runs x (raw, smoothed)
+    assert [a.text for a in fig.layout.annotations] == ["return", "q_spread"]
+    assert [t.name for t in fig.data if t.showlegend is not False] == ["q_op", "v"]  # one legend for the grid
+    raw, smoothed = fig.data[0], fig.data[1]
+    assert raw.opacity == 0.3 and list(raw.y) == [1.0, 2.0, 3.0, 4.0]
+    assert list(smoothed.y) == pytest.approx(compare.smooth([1.0, 2.0, 3.0, 4.0], 0.5))
+    assert len(compare.overlay("q_spread", list(records.items())).data) == 2  # no raw lines without smoothing
+
+
+def test_pca_2d_shared_axes_and_stable_signs():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(14, 4))
+    b = a + 0.1 * rng.normal(size=(14, 4))
+    basis = embeddings.pca_2d(np.concatenate([a, b]))  # one frame for both tables
+    pa, pb = basis.project(a), basis.project(b)
+    assert pa.shape == (14, 2) and pb.shape == (14, 2)
+    assert 0 < basis.explained[1] <= basis.explained[0] <= 1
+    mirrored = embeddings.pca_2d(np.concatenate([-a, -b]))  # the same picture up to the sign convention
+    assert np.allclose(np.abs(mirrored.project(-a)), np.abs(pa))
+
+
+def test_embedding_trails_share_one_frame_across_snapshots():
+    names = [bp.name for bp in BlueprintAction] + ["NULL"]
+    rng = np.random.default_rng(1)
+    snaps = [{"update": u, "blueprint_names": names, "embedding": rng.normal(size=(14, 4)).tolist()} for u in (1, 2, 3)]
+    fig = embeddings.embedding_trails(snaps)
+    trails = [t for t in fig.data if t.mode == "lines"]
+    assert len(trails) == 14 and all(len(t.x) == 3 for t in trails)
+    markers = [t for t in fig.data if t.mode == "markers+text"]
+    assert trace_names(fig)[14:] == list(embeddings.GROUP_STYLE)
+    assert sorted(label for t in markers for label in t.text) == sorted(names)
+    basis = embeddings.pca_2d(np.concatenate([np.asarray(s["embedding"]) for s in snaps]))
+    assert list(trails[0].x) == pytest.approx([basis.project(s["embedding"])[0, 0] for s in snaps])
+    assert "updates 1 to 3" in fig.layout.title.text
+    with pytest.raises(ValueError):
+        embeddings.embedding_trails([])
+
+
+def test_probe_values_blank_masked_ops():
+    snap = {"update": 3, "op_names": list(OP_NAMES), "probe_names": ["p0", "p1"],
+            "probe_op_values": [[0.1] * 6, [0.2] * 6], "probe_op_masks": [[True] * 6, [True, False] + [True] * 4]}
+    heat = ops.probe_values(snap).data[0]
+    assert list(heat.y) == ["p0", "p1"] and list(heat.x) == list(OP_NAMES)
+    assert heat.z[1][1] is None and heat.z[0][1] == pytest.approx(0.1) and heat.text[1][1] == ""
+
+
+def test_op_value_bars_grey_the_masked_ops():
+    fig = ops.op_value_bars(np.arange(6.0), legal=[True, False, True, True, True, True])
+    assert trace_names(fig) == ["Q(s, op)", "Q(s, op), masked"]
+    assert list(fig.data[0].x) == [op.name for op in LifecycleOp if op != LifecycleOp.GERMINATE]
+    assert list(fig.data[1].x) == ["GERMINATE"] and fig.data[1].marker.color == ops.MASKED
+    assert trace_names(ops.op_value_bars([0.0] * 6)) == ["Q(s, op)"]  # no legality given: every op drawn legal
+
+
+def test_stage_segments_from_steps_and_their_swimlane():
+    stages = [[None, None, None], ["GERMINATED", None, None], ["TRAINING", None, "FOSSILIZED"]]
+    segs = seeds.stage_segments(stages, ("r0c0", "r0c1", "r0c2"))
+    assert [(s.lane, s.stage, s.start, s.end) for s in segs] == [
+        ("r0c0", "GERMINATED", 1, 2), ("r0c0", "TRAINING", 2, 3), ("r0c2", "FOSSILIZED", 2, 3)]
+    fig = seeds.swimlane(segs, lanes=("r0c0", "r0c1", "r0c2"), title="stages")
+    assert fig.layout.title.text == "stages" and list(fig.layout.yaxis.categoryarray) == ["r0c2", "r0c1", "r0c0"]
+    assert trace_names(fig) == ["GERMINATED", "TRAINING", "FOSSILIZED"]  # lifecycle order, one trace per stage
+
+
+def test_plots_import_only_numpy_plotly_and_the_lab_core():
+    for path in Path(plots.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                ok = (top in sys.stdlib_module_names or top in ("numpy", "plotly")
+                      or any(name == m or name.startswith(m + ".") for m in ALLOWED_LAB_IMPORTS))
+                assert ok, f"{path.name} imports {name}: only numpy, plotly and {ALLOWED_LAB_IMPORTS} are allowed"

@@ -1,8 +1,14 @@
-"""esper_lab.notebook_helpers: the size switch, the widget logic, the mismatch demonstration and the figures."""
+"""notebooks/nb_helpers.py: the size switch, the widget logic, the mismatch demonstration and the teaching figures.
+
+The notebooks import it from their working directory (`from nb_helpers import ...`); here `notebooks/` goes on
+sys.path for the same import.
+"""
 
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -10,8 +16,13 @@ import pytest
 import torch
 
 from esper_lab.actions import HEAD_RELEVANCE_TABLE, NUM_OPS, BlueprintAction, LifecycleOp, SeedStage
-from esper_lab import notebook_helpers as nh
 from esper_lab.policy.network import FactoredRecurrentActorCritic
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+if str(NOTEBOOKS) not in sys.path:
+    sys.path.insert(0, str(NOTEBOOKS))
+
+import nb_helpers as nh  # noqa: E402
 
 D = 121
 
@@ -110,13 +121,6 @@ def test_blueprint_value_panel_refreshes_on_change(net):
     assert torch.allclose(values, nh.op_values_for_blueprints(net, obs, [int(BlueprintAction.CONV_HEAVY), -1, -1]))
 
 
-def test_op_values_figure():
-    fig = nh.op_values_figure(torch.arange(6.0), legal=[True, False, True, True, True, True])
-    assert isinstance(fig, go.Figure)
-    assert list(fig.data[0].x) == [op.name for op in LifecycleOp]
-    assert fig.data[0].marker.color[1] == "#cccccc"
-
-
 # --- the op / value mismatch ----------------------------------------------------------------------------------------
 
 
@@ -176,43 +180,12 @@ def test_world_figures_are_plotly_figures():
         assert isinstance(fig, go.Figure)
 
 
-def test_metric_series_smooth_tail_and_head():
+def test_tail_and_head_means_skip_missing_values():
     records = [{"update": i + 1, "x": float(i)} for i in range(8)] + [{"update": 9, "x": None}]
-    xs, ys = nh.metric_series(records, "x")
-    assert xs == list(range(1, 10)) and np.isnan(ys[-1])
-    assert nh.smooth([1.0, float("nan"), 3.0, 5.0], 2) == [1.0, 1.0, 2.0, 4.0]
     assert nh.tail_mean(records, "x", 0.25) == pytest.approx(7.0)  # last 2 of 9 records: 7.0 and a skipped NaN
     assert nh.head_mean(records, "x", 0.25) == pytest.approx(0.5)
     assert np.isnan(nh.tail_mean([{"update": 1}], "x"))
-
-
-def test_pca_2d_shared_axes_and_stable_signs():
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(14, 4))
-    b = a + 0.1 * rng.normal(size=(14, 4))
-    (pa, pb), ratio = nh.pca_2d([a, b])
-    assert pa.shape == (14, 2) and pb.shape == (14, 2)
-    assert 0 < ratio[1] <= ratio[0] <= 1
-    (qa, qb), _ = nh.pca_2d([-a, -b])  # a mirrored input gives the same picture up to the sign convention
-    assert np.allclose(np.abs(qa), np.abs(pa))
-
-
-def test_run_figures():
-    records = {"q_op": [{"update": i, "episode_return": float(i), "q_spread": 0.1} for i in range(1, 5)],
-               "v": [{"update": i, "episode_return": -float(i), "q_spread": None} for i in range(1, 5)]}
-    fig = nh.learning_curves_figure(records, [("episode_return", "return"), ("q_spread", "q_spread")], smooth_window=2)
-    assert isinstance(fig, go.Figure) and len(fig.data) == 8
-    names = [bp.name for bp in BlueprintAction] + ["NULL"]
-    rng = np.random.default_rng(1)
-    snaps = [{"update": u, "blueprint_names": names, "embedding": rng.normal(size=(14, 4)).tolist()} for u in (1, 2, 3)]
-    emb = nh.embedding_map_figure(snaps, highlight=["CONV_LIGHT", "NULL"])
-    assert len(emb.data) == 2 * 14
-    with pytest.raises(ValueError):
-        nh.embedding_map_figure([])
-    snap = {"update": 3, "op_names": [op.name for op in LifecycleOp], "probe_names": ["p0", "p1"],
-            "probe_op_values": [[0.1] * 6, [0.2] * 6], "probe_op_masks": [[True] * 6, [True, False] + [True] * 4]}
-    heat = nh.probe_values_figure(snap)
-    assert heat.data[0].z[1][1] is None and heat.data[0].z[0][1] == pytest.approx(0.1)
+    assert nh.head_mean([{"x": float("nan")}, {"x": 2.0}], "x", 1.0) == 2.0  # NaN skipped like null
 
 
 def test_box_figure():
@@ -244,11 +217,3 @@ def test_blueprint_timeline_figure():
     z = fig.data[0].z
     assert [list(row) for row in z] == [[None, 3, 3], [None, None, None], [None, None, 7]]
     assert fig.data[0].text[0][1] == "norm" and list(fig.data[0].y)[2] == "world 0 · r0c2"
-
-
-def test_stage_timeline_figure():
-    stages = [[None, None, None], ["GERMINATED", None, None], ["TRAINING", None, "FOSSILIZED"]]
-    fig = nh.stage_timeline_figure(stages)
-    order = [s.name for s in SeedStage]
-    assert [list(r) for r in fig.data[0].z] == [[None, order.index("GERMINATED"), order.index("TRAINING")],
-                                                [None, None, None], [None, None, order.index("FOSSILIZED")]]

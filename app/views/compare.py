@@ -6,7 +6,7 @@ import streamlit as st
 
 from app import data, process
 from app.data import RunRef
-from app.figures import compare as fig
+from esper_lab.plots import compare as fig
 from esper_lab.runs import METRIC_KEYS
 
 from .common import chart, live

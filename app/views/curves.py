@@ -6,7 +6,7 @@ import streamlit as st
 
 from app import data
 from app.data import RunRef
-from app.figures import curves as fig
+from esper_lab.plots import curves as fig
 
 from .common import chart, live
 

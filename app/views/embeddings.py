@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
 from app import data
 from app.data import RunRef
-from app.figures import embeddings as fig
+from esper_lab.plots import embeddings as fig
 
 from .common import chart, live, pick_update
 
@@ -24,7 +23,7 @@ def _embeddings(run: RunRef, is_live: bool) -> None:
         stable = st.toggle("Axes from the newest snapshot", value=True, key="emb_stable",
                            help="On: every update is projected on the newest snapshot's principal axes, so "
                                 "moving the slider shows the embeddings moving. Off: each update's own PCA.")
-        basis = fig.pca_2d(np.asarray(latest["embedding"], dtype=float)) if stable else None
+        basis = fig.pca_2d(latest["embedding"]) if stable else None
         left, right = st.columns(2)
         with left:
             chart(fig.embedding_map(snap, basis), key="emb_map")

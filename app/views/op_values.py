@@ -6,7 +6,7 @@ import streamlit as st
 
 from app import data
 from app.data import RunRef
-from app.figures import curves, ops
+from esper_lab.plots import curves, ops
 
 from .common import chart, live, pick_update
 

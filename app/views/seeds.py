@@ -8,7 +8,7 @@ import streamlit as st
 
 from app import data
 from app.data import RunRef
-from app.figures import seeds as fig
+from esper_lab.plots import seeds as fig
 
 from .common import chart, live, pick_update
 

@@ -1,5 +1,3 @@
-# Source of notebooks/00_world_tour.ipynb (build: .venv/bin/python scripts/build_notebooks.py 00)
-
 # %% [markdown]
 # # 00 · A tour of the morphogenetic world
 #
@@ -31,7 +29,7 @@ assert SIZE in ("ci", "full"), SIZE
 import torch
 from IPython.display import Markdown, display
 
-from esper_lab.notebook_helpers import by_size, markdown_table, setup
+from nb_helpers import by_size, markdown_table, setup
 
 setup(seed=0, threads=2)
 print("notebook size:", SIZE)
@@ -68,7 +66,7 @@ assert data.x_train.shape[1:] == (1, 8, 8) and len(host.slot_ids) == 3
 # NBVAL_CHECK_OUTPUT
 from esper_lab.actions import CNN_BLUEPRINTS, NUM_BLUEPRINTS, BlueprintAction
 from esper_lab.env.blueprints import blueprint_param_table
-from esper_lab.notebook_helpers import bar_figure
+from nb_helpers import bar_figure
 
 width = HOST_WIDTHS["impaired"]
 table = blueprint_param_table(width)
@@ -91,7 +89,7 @@ bar_figure(list(table), list(table.values()), f"Seed parameters per blueprint (h
 
 # %%
 from esper_lab.actions import VALID_TRANSITIONS, SeedStage
-from esper_lab.notebook_helpers import lifecycle_figure
+from nb_helpers import lifecycle_figure
 
 assert VALID_TRANSITIONS[SeedStage.FOSSILIZED] == frozenset()  # fossilized is final
 assert all(SeedStage.PRUNED in VALID_TRANSITIONS[s] for s in
@@ -116,7 +114,7 @@ for op in LifecycleOp:
 assert all("op" in heads for heads in HEAD_RELEVANCE.values()) and HEAD_RELEVANCE[LifecycleOp.WAIT] == {"op"}
 
 # %%
-from esper_lab.notebook_helpers import head_relevance_figure
+from nb_helpers import head_relevance_figure
 
 head_relevance_figure()
 
@@ -161,14 +159,14 @@ print(f"{world.max_epochs} epochs: final validation accuracy {summary['final_val
       f"{summary['germinated']} seeds germinated, {summary['fossilized']} fossilized, {summary['pruned']} pruned")
 
 # %%
-from esper_lab.notebook_helpers import mask_timeline_figure
+from nb_helpers import mask_timeline_figure
 
 mask_timeline_figure(torch.stack(op_masks), chosen, "Legal ops (blue) and the heuristic's choice (x) at each epoch")
 
 # %%
-from esper_lab.notebook_helpers import stage_timeline_figure
+from esper_lab.plots.seeds import stage_segments, swimlane
 
-stage_timeline_figure(stages, host.slot_ids, "Stage of each slot over the episode")
+swimlane(stage_segments(stages, host.slot_ids), lanes=host.slot_ids, title="Stage of each slot over the episode")
 
 # %% [markdown]
 # ## 6. Obs V3: what the policy sees
@@ -190,7 +188,7 @@ assert OBS_DIM == 121 == BASE_FEATURE_SIZE + ACTION_FEEDBACK_SIZE + 3 * SLOT_FEA
 assert len(feature_names()) == OBS_DIM
 
 # %%
-from esper_lab.notebook_helpers import obs_layout_figure
+from nb_helpers import obs_layout_figure
 
 t_show = max(i for i, idx in enumerate(indices) if (idx >= 0).any()) if any((i >= 0).any() for i in indices) else 0
 segments = [("base", 0, BASE_FEATURE_SIZE), ("action feedback", BASE_FEATURE_SIZE, SLOTS_OFFSET)]

@@ -1,5 +1,3 @@
-# Source of notebooks/01_network_v2.ipynb (build: .venv/bin/python scripts/build_notebooks.py 01)
-
 # %% [markdown]
 # # 01 · Policy Network V2 (Phase 4, Step 1)
 #
@@ -27,7 +25,7 @@ assert SIZE in ("ci", "full"), SIZE
 import torch
 from IPython.display import Markdown, display
 
-from esper_lab.notebook_helpers import setup
+from nb_helpers import setup
 
 setup(seed=0, threads=2)  # torch.set_num_threads(2) and every seed, so the checked numbers are stable
 print("notebook size:", SIZE)
@@ -58,7 +56,7 @@ print(net)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from esper_lab.notebook_helpers import bar_figure, lstm_parameter_count, markdown_table, parameter_breakdown
+from nb_helpers import bar_figure, lstm_parameter_count, markdown_table, parameter_breakdown
 
 top = parameter_breakdown(net, depth=1)
 heads = {k: v for k, v in parameter_breakdown(net, depth=2).items() if k.startswith("heads.")}
@@ -124,7 +122,7 @@ print("sampled ops of world 0:", [LifecycleOp(int(o)).name for o in out.sampled_
 print("Q(s, sampled op)      :", [round(v, 4) for v in out.value[0].tolist()])
 
 # %%
-from esper_lab.notebook_helpers import heatmap_figure
+from nb_helpers import heatmap_figure
 
 heatmap_figure(q_all[0].tolist(), [op.name for op in LifecycleOp], [f"world 0, step {t}" for t in range(T)],
                "Q(s, op) of a fresh network: one row per state, one column per op", zmid=0.0, fmt="+.3f")
@@ -306,14 +304,14 @@ if medians:
 # ## 6. Interactive: Q(s, op) as the slots change
 #
 # Pick a blueprint (or empty) for each slot and watch the critic's value of each op for one fixed observation.
-# The panel's numbers come from `esper_lab.notebook_helpers.op_values_for_blueprints`, which the test suite checks.
+# The panel's numbers come from `nb_helpers.op_values_for_blueprints`, which the test suite checks.
 # (On a fresh network the bars move only a little: the embedding is initialised at N(0, 0.02). Try it on a
 # trained checkpoint from notebook 07 to see larger moves.)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 from esper_lab.actions import BlueprintAction
-from esper_lab.notebook_helpers import blueprint_value_panel
+from nb_helpers import blueprint_value_panel
 
 torch.manual_seed(5)
 one_obs = torch.randn(OBS_DIM)
@@ -321,7 +319,7 @@ panel = blueprint_value_panel(net, one_obs, initial=[int(BlueprintAction.CONV_LI
 panel
 
 # %%
-from esper_lab.notebook_helpers import op_values_for_blueprints
+from nb_helpers import op_values_for_blueprints
 
 empty = op_values_for_blueprints(net, one_obs, [-1, -1, -1])
 conv = op_values_for_blueprints(net, one_obs, [int(BlueprintAction.CONV_LIGHT), -1, -1])

@@ -1,5 +1,3 @@
-# Source of notebooks/02_policy_bundle.ipynb (build: .venv/bin/python scripts/build_notebooks.py 02)
-
 # %% [markdown]
 # # 02 · The policy bundle (Phase 4, Step 2)
 #
@@ -29,7 +27,7 @@ import inspect
 import torch
 from IPython.display import Markdown, display
 
-from esper_lab.notebook_helpers import by_size, setup
+from nb_helpers import by_size, setup
 
 setup(seed=0, threads=2)
 print("notebook size:", SIZE)
@@ -153,13 +151,13 @@ print("deterministic ops:", [LifecycleOp(int(o)).name for o in det.actions["op"]
 # To see it here we need a critic whose values depend on the op, as a trained one does. `teach_op_values` fits
 # only the value head of a copy of the network to fixed per-op targets for a few Adam steps (the policy heads are
 # untouched, so the op policy stays the near-uniform one of a fresh network). Then
-# `notebook_helpers.op_value_mismatch` runs a rollout-style pass both ways and compares the stored value with
+# `nb_helpers.op_value_mismatch` runs a rollout-style pass both ways and compares the stored value with
 # Q(s, acted op), the value `evaluate_actions` will later condition on.
 
 # %%
 import copy
 
-from esper_lab.notebook_helpers import op_value_mismatch, teach_op_values
+from nb_helpers import op_value_mismatch, teach_op_values
 
 torch.manual_seed(2)
 n_seq, T = by_size(SIZE, ci=8, full=32), 30
@@ -172,7 +170,7 @@ assert mse < 0.05, mse
 print(f"critic fitted to the per-op targets, MSE {mse:.4f}")
 
 # %%
-from esper_lab.notebook_helpers import markdown_table
+from nb_helpers import markdown_table
 
 reports = {}
 for label, kwargs in {
@@ -209,7 +207,7 @@ print(f"double sampling: the ops differ on {100 * buggy.mismatch_rate:.0f}% of s
 # several legal ops on most steps and a still-uncertain op head, hence 75 to 86%. Measured for k = 1 … 6:
 
 # %%
-from esper_lab.notebook_helpers import series_figure
+from nb_helpers import series_figure
 
 rates, expected = [], []
 for k in range(1, NUM_OPS + 1):

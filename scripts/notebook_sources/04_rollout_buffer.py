@@ -1,5 +1,3 @@
-# Source of notebooks/04_rollout_buffer.ipynb (build: .venv/bin/python scripts/build_notebooks.py 04)
-
 # %% [markdown]
 # # 04 · The rollout buffer and GAE (Phase 4, Step 4)
 #
@@ -26,7 +24,7 @@ assert SIZE in ("ci", "full"), SIZE
 import torch
 from IPython.display import Markdown, display
 
-from esper_lab.notebook_helpers import expect_error, markdown_table, setup
+from nb_helpers import expect_error, markdown_table, setup
 
 setup(seed=0, threads=2)
 print("notebook size:", SIZE)
@@ -209,7 +207,7 @@ alone = compute_gae(torch.tensor(other["r"]), torch.tensor(other["V"]), torch.te
                     torch.tensor([False] * 3 + [True]), torch.tensor([0.0, 0.0, 0.0, -1.0]), gamma, lam)[0]
 assert torch.equal(two_adv[0], adv) and torch.equal(two_adv[1], alone)
 
-from esper_lab.notebook_helpers import series_figure
+from nb_helpers import series_figure
 
 series_figure({"last step truncated (bootstrap 4)": adv.tolist(), "last step a true terminal": terminal_end.tolist()},
               "GAE advantages of the worked example", "step t", "advantage A_t")

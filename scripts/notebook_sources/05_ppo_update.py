@@ -1,5 +1,3 @@
-# Source of notebooks/05_ppo_update.ipynb (build: .venv/bin/python scripts/build_notebooks.py 05)
-
 # %% [markdown]
 # # 05 · The PPO update (Phase 4, Step 5)
 #
@@ -27,7 +25,7 @@ assert SIZE in ("ci", "full"), SIZE
 import torch
 from IPython.display import Markdown, display
 
-from esper_lab.notebook_helpers import by_size, markdown_table, setup
+from nb_helpers import by_size, markdown_table, setup
 
 setup(seed=0, threads=2)
 print("notebook size:", SIZE)
@@ -205,7 +203,7 @@ print(f"{len(moved)} of {len(before)} parameter tensors changed")
 # what the clipped surrogate and the KL stop are for), and a small positive KL:
 
 # %%
-from esper_lab.notebook_helpers import box_figure
+from nb_helpers import box_figure
 
 after = net.evaluate_actions(batch.obs, batch.blueprint_indices, batch.actions, hidden=batch.initial_hidden,
                              masks=batch.masks)

@@ -1,5 +1,3 @@
-# Source of notebooks/06_tests_and_validation.ipynb (build: .venv/bin/python scripts/build_notebooks.py 06)
-
 # %% [markdown]
 # # 06 · Tests and validation (Phase 4, Step 6): the success criteria, ticked by code
 #
@@ -8,7 +6,7 @@
 # - the addendum's eleven success criteria for Phase 4, and for each one a piece of code that checks it on the
 #   real lab (no box is ticked by hand);
 # - how to check *call sites* and not just functions: by recording the calls the trainer and the PPO update make
-#   (`notebook_helpers.spy_on`), we see with our own eyes that `blueprint_indices` reaches the policy at rollout, at
+#   (`nb_helpers.spy_on`), we see with our own eyes that `blueprint_indices` reaches the policy at rollout, at
 #   the bootstrap and in the update;
 # - the addendum's three new tests, run inline; its validation snippets, adapted; and the "short training run
 #   (10 epochs)" that closes the phase.
@@ -29,7 +27,7 @@ import inspect
 import torch
 from IPython.display import Markdown, display
 
-from esper_lab.notebook_helpers import Check, by_size, checklist_markdown, setup, spy_on
+from nb_helpers import Check, by_size, checklist_markdown, setup, spy_on
 
 setup(seed=0, threads=2)
 checks: list[Check] = []  # one per success criterion, filled cell by cell

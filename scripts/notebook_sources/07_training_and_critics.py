@@ -1,5 +1,3 @@
-# Source of notebooks/07_training_and_critics.ipynb (build: .venv/bin/python scripts/build_notebooks.py 07)
-
 # %% [markdown]
 # # 07 · Training, and the three critics
 #
@@ -37,7 +35,7 @@ from pathlib import Path
 import torch
 from IPython.display import Markdown, display
 
-from esper_lab.notebook_helpers import by_size, markdown_table, setup
+from nb_helpers import by_size, markdown_table, setup
 
 setup(seed=0, threads=2)
 print("notebook size:", SIZE)
@@ -99,12 +97,12 @@ print({critic: f"{len(recs)} updates, {len(readers[critic].snapshot_updates())} 
 # of the Phase 4 contribution reward; validation accuracy is the host's at the end of the episode.
 
 # %%
-from esper_lab.notebook_helpers import learning_curves_figure
+from esper_lab.plots.compare import overlay_grid
 
-learning_curves_figure(runs, [("episode_return", "episode return"), ("val_acc", "final validation accuracy"),
-                              ("explained_variance", "explained variance"), ("q_spread", "q_spread (max − min Q over legal ops)"),
-                              ("grad_norm_op", "op-head gradient norm"), ("entropy_op", "op-head entropy (normalised)")],
-                       smooth_window=by_size(SIZE, ci=1, full=5))
+overlay_grid({"episode_return": "episode return", "val_acc": "final validation accuracy",
+              "explained_variance": "explained variance", "q_spread": "q_spread (max − min Q over legal ops)",
+              "grad_norm_op": "op-head gradient norm", "entropy_op": "op-head entropy (normalised)"},
+             list(runs.items()), smoothing=by_size(SIZE, ci=0.0, full=0.6))
 
 # %% [markdown]
 # The world's fixed reference points, written by the trainer into each run directory (`baselines.json`: the
@@ -124,7 +122,7 @@ print(json.dumps(baselines, indent=1)[:1500])
 
 # %%
 from esper_lab.actions import CNN_BLUEPRINTS
-from esper_lab.notebook_helpers import embedding_map_figure
+from esper_lab.plots.embeddings import embedding_trails
 
 reader = readers["q_op"]
 snapshots = [reader.snapshot(u) for u in reader.snapshot_updates()]
@@ -138,7 +136,7 @@ if len(snapshots) > 1:
     assert all(moved[n] == 0.0 for n in dead)  # never-legal blueprints get no gradient
     assert max(moved[n] for n in live_rows) > 0.0
 print("distance moved since the first snapshot:", {n: round(moved[n], 4) for n in live_rows})
-embedding_map_figure(snapshots, highlight=live_rows, title="Blueprint embedding over training, critic q_op (2-D PCA)")
+embedding_trails(snapshots, title="Blueprint embedding over training, critic q_op (2-D PCA)")
 
 # %% [markdown]
 # ## 5. Per-op values on the probe states
@@ -148,21 +146,21 @@ embedding_map_figure(snapshots, highlight=live_rows, title="Blueprint embedding 
 # that state. In mode `q_op` these numbers are the baseline itself; in `v` and `q_marginal` they are the Q head.
 
 # %%
-from esper_lab.notebook_helpers import probe_values_figure
+from esper_lab.plots.ops import probe_values
 
 latest = {critic: readers[critic].latest_snapshot() for critic in CRITIC_MODES}
 assert all(len(s["probe_op_values"][0]) == 6 for s in latest.values())
-probe_values_figure(latest["q_op"], "Q(s, op) on the probe states, critic q_op")
+probe_values(latest["q_op"], "Q(s, op) on the probe states, critic q_op")
 
 # %%
-probe_values_figure(latest["v"], "Q(s, op) on the probe states, critic v (Q is a detached auxiliary)")
+probe_values(latest["v"], "Q(s, op) on the probe states, critic v (Q is a detached auxiliary)")
 
 # %% [markdown]
 # How the spread between ops on one probe state evolves over training, per critic: the `q_spread` signal of
 # esper_facts 5c, on fixed states instead of the rollout's.
 
 # %%
-from esper_lab.notebook_helpers import series_figure
+from nb_helpers import series_figure
 
 
 def probe_spread(snap):
@@ -186,7 +184,7 @@ series_figure(spread_series, "Probe-state q_spread over training", "snapshot", "
 # The last quarter of each run, averaged (first quarter in brackets where the trend matters):
 
 # %%
-from esper_lab.notebook_helpers import head_mean, tail_mean
+from nb_helpers import head_mean, tail_mean
 
 rows = []
 for critic, recs in runs.items():

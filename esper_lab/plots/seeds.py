@@ -1,4 +1,5 @@
-"""Seed lifecycles from events.jsonl: a swimlane per (env, slot) over epochs, and alpha curves."""
+"""Seed lifecycles: a swimlane per (env, slot) over epochs, from events.jsonl or from stages seen step by step;
+and the blend-alpha curves."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class Segment:
 
 
 def lane(env: int, slot: str) -> str:
+    """The swimlane label of one env's slot: 'env 0 · r0c1'."""
     return f"env {env} · {slot}"
 
 
@@ -45,13 +47,33 @@ def segments(events: Sequence[dict], update: int, episode_end: int) -> list[Segm
     return out
 
 
+def stage_segments(stages: Sequence[Sequence[str | None]], lanes: Sequence[str]) -> list[Segment]:
+    """Stage segments from per-step stage names: `stages[t][s]` is lane s's stage at step t (None: empty slot).
+
+    A segment covers the steps [start, end) over which a lane keeps one stage; empty stretches give none.
+    """
+    out = []
+    for s, name in enumerate(lanes):
+        start = 0
+        for t in range(1, len(stages) + 1):
+            if t == len(stages) or stages[t][s] != stages[start][s]:
+                if stages[start][s] is not None:
+                    out.append(Segment(name, stages[start][s], start, t, None))
+                start = t
+    return out
+
+
 def lanes_of(events: Sequence[dict], update: int) -> list[str]:
     """Every (env, slot) lane seen in this update's events, sorted."""
     return sorted({lane(e["env"], e["slot"]) for e in events if e.get("update") == update and "slot" in e})
 
 
-def swimlane(segs: Sequence[Segment], update: int, lanes: Sequence[str] = ()) -> go.Figure:
-    """Horizontal bars per lane coloured by stage; one trace per stage so the legend reads as the lifecycle."""
+def swimlane(segs: Sequence[Segment], update: int | None = None, lanes: Sequence[str] = (), *,
+             title: str | None = None) -> go.Figure:
+    """Horizontal bars per lane coloured by stage; one trace per stage so the legend reads as the lifecycle.
+
+    `lanes` adds lanes without segments (empty all along); the title defaults to 'Seed lifecycles in update N'.
+    """
     all_lanes = sorted(set(lanes) | {s.lane for s in segs})
     traces = []
     for stage, stage_color in STAGE_COLORS.items():
@@ -64,8 +86,9 @@ def swimlane(segs: Sequence[Segment], update: int, lanes: Sequence[str] = ()) ->
                 "customdata": [[s.blueprint or "", s.start, s.end - 1] for s in mine],
                 "hovertemplate": "%{y}<br>" + stage + " %{customdata[0]}<br>epochs %{customdata[1]}–%{customdata[2]}"
                                  "<extra></extra>"})
-    return make(traces, layout(f"Seed lifecycles in update {update}", height=max(220, 80 + 28 * len(all_lanes)),
-                               xaxis="epoch", yopts={"categoryorder": "array", "categoryarray": all_lanes[::-1]},
+    title = title or f"Seed lifecycles in update {update}"
+    return make(traces, layout(title, height=max(220, 80 + 28 * len(all_lanes)), xaxis="epoch",
+                               yopts={"categoryorder": "array", "categoryarray": all_lanes[::-1]},
                                barmode="overlay", hovermode="closest", bargap=0.25))
 
 

@@ -1,11 +1,16 @@
-"""What the guided notebooks (`notebooks/`) need that is not part of the lab itself.
+"""Scaffolding of the guided notebooks: what they need that is not part of the lab itself.
+
+The notebooks run with `notebooks/` as their working directory, so a cell imports it as `from nb_helpers import ...`
+(`tests/test_notebook_helpers.py` puts `notebooks/` on sys.path to test it). What it holds:
 
 - the notebook size switch (`ESPER_LAB_NB_SIZE`: `ci` for the test suite, `full` for the committed outputs) and a
-  reproducible setup (threads, seeds);
-- small presentation helpers: plotly figures for every chart (they return figures, they never show them) and a
-  markdown checklist;
+  reproducible setup (threads, seeds); `expect_error` and `spy_on` for the cells that show a failure or a call;
+- markdown tables and checklists, parameter counts, head / tail means of a run's metrics;
 - the logic behind the notebooks' widgets and demonstrations (per-op values for a choice of blueprints, the
-  original's double-sampled op/value mismatch), kept here so that `tests/test_notebook_helpers.py` can test it.
+  original's double-sampled op/value mismatch);
+- teaching figures that are not about a run (the lifecycle graph, head relevance, masks, the Obs V3 layout, plain
+  bar / heatmap / series / box charts). Figures of a run's rows (curves, embeddings, probe values, swimlanes) come
+  from `esper_lab.plots`, the dashboard's own. Figures are returned, never shown.
 
 Nothing here trains or steps a world differently from the package: every number comes from `esper_lab` itself.
 """
@@ -20,22 +25,21 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
 from esper_lab.actions import (
     HEAD_NAMES,
     HEAD_RELEVANCE_TABLE,
     NUM_OPS,
+    OP_NAMES,
     VALID_TRANSITIONS,
     BlueprintAction,
-    LifecycleOp,
     SeedStage,
 )
+from esper_lab.plots.common import col
+from esper_lab.plots.ops import op_value_bars
 
 SIZES = ("ci", "full")
 SIZE_ENV = "ESPER_LAB_NB_SIZE"
-OP_NAMES = tuple(op.name for op in LifecycleOp)
-CRITIC_COLORS = {"q_op": "#d62728", "v": "#1f77b4", "q_marginal": "#2ca02c"}
 
 
 # --- size switch and setup ----------------------------------------------------------------------------------------
@@ -293,17 +297,6 @@ def op_values_for_blueprints(network: Any, state: torch.Tensor, blueprints: Sequ
     return result.op_values[0]  # [6]
 
 
-def op_values_figure(values: torch.Tensor | Sequence[float], title: str = "Q(s, op)",
-                     legal: Sequence[bool] | None = None) -> go.Figure:
-    """A bar per op; illegal ops (if `legal` is given) are drawn grey."""
-    vals = [float(v) for v in (values.tolist() if isinstance(values, torch.Tensor) else values)]
-    colors = ["#636efa" if (legal is None or legal[i]) else "#cccccc" for i in range(len(vals))]
-    fig = go.Figure(go.Bar(x=list(OP_NAMES), y=vals, marker_color=colors, text=[f"{v:+.3f}" for v in vals],
-                           textposition="outside"))
-    fig.update_layout(title=title, yaxis_title="Q(s, op)", height=320, margin=dict(t=50, b=40, l=50, r=20))
-    return fig
-
-
 def blueprint_value_panel(network: Any, state: torch.Tensor, num_slots: int = 3,
                           initial: Sequence[int] | None = None) -> Any:
     """An ipywidgets panel: one dropdown per slot (a blueprint or empty) and the bar chart of Q(s, op) per op.
@@ -327,7 +320,7 @@ def blueprint_value_panel(network: Any, state: torch.Tensor, num_slots: int = 3,
         names = ", ".join(dict((v, k) for k, v in SLOT_CHOICES)[d.value] for d in dropdowns)
         out.clear_output(wait=True)
         with out:
-            display(op_values_figure(values, title=f"Q(s, op) with slots = {names}"))
+            display(op_value_bars(values, title=f"Q(s, op) with slots = {names}"))
         return values
 
     for d in dropdowns:
@@ -403,22 +396,6 @@ def mask_timeline_figure(op_masks: torch.Tensor, chosen_ops: Sequence[int] | Non
                                  marker=dict(symbol="x", size=9, color="#d62728"), name="chosen op"))
     fig.update_layout(title=title, xaxis_title="epoch (env step)", height=320,
                       yaxis=dict(autorange="reversed"), margin=dict(t=50, b=40, l=130, r=20))
-    return fig
-
-
-def stage_timeline_figure(stages: Sequence[Sequence[str | None]], slot_ids: Sequence[str] = ("r0c0", "r0c1", "r0c2"),
-                          title: str = "Slot stages over an episode") -> go.Figure:
-    """`stages[t][s]` = the stage name of slot s at step t (None = empty) as a heatmap, one row per slot."""
-    order = [st.name for st in SeedStage]
-    T = len(stages)
-    z = [[None if stages[t][s] is None else order.index(stages[t][s]) for t in range(T)] for s in range(len(slot_ids))]
-    text = [["" if stages[t][s] is None else stages[t][s] for t in range(T)] for s in range(len(slot_ids))]
-    fig = go.Figure(go.Heatmap(z=z, x=list(range(T)), y=list(slot_ids), text=text, texttemplate="%{text}",
-                               textfont=dict(size=8), colorscale="Turbo", zmin=0, zmax=len(order) - 1,
-                               showscale=False, xgap=1, ygap=1,
-                               hovertemplate="step %{x}<br>%{y}: %{text}<extra></extra>"))
-    fig.update_layout(title=f"{title} (blank = empty slot)", xaxis_title="step (epoch)", height=240,
-                      yaxis=dict(autorange="reversed"), margin=dict(t=50, b=40, l=80, r=20))
     return fig
 
 
@@ -503,117 +480,23 @@ def box_figure(groups: Mapping[str, Sequence[float]], title: str, yaxis_title: s
     return fig
 
 
-# --- figures: training runs (notebook 07) -------------------------------------------------------------------------
+# --- a run's metrics, summarised (notebook 07) -------------------------------------------------------------------
 
 
-def metric_series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    """(updates, values) of one metric across metrics.jsonl records; null / missing values become NaN."""
-    xs, ys = [], []
-    for r in records:
-        xs.append(int(r.get("update", len(xs) + 1)))
-        v = r.get(key)
-        ys.append(float("nan") if v is None else float(v))
-    return xs, ys
-
-
-def smooth(values: Sequence[float], window: int) -> list[float]:
-    """Trailing moving average over the last `window` finite values (NaNs are skipped, never propagated)."""
-    out, buf = [], []
-    for v in values:
-        if v == v:  # not NaN
-            buf.append(v)
-        buf = buf[-window:]
-        out.append(float(np.mean(buf)) if buf else float("nan"))
-    return out
-
-
-def learning_curves_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequence[tuple[str, str]],
-                           smooth_window: int = 1, cols: int = 2) -> go.Figure:
-    """A grid of subplots, one per `(metric key, title)`, one line per run (raw faint, smoothed solid)."""
-    rows = (len(keys) + cols - 1) // cols
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[t for _, t in keys], vertical_spacing=0.12)
-    for i, (key, _) in enumerate(keys):
-        r, c = i // cols + 1, i % cols + 1
-        for name, records in runs.items():
-            xs, ys = metric_series(records, key)
-            color = CRITIC_COLORS.get(name)
-            if smooth_window > 1:
-                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=color, width=1), opacity=0.3,
-                                         showlegend=False, legendgroup=name, name=name), row=r, col=c)
-            fig.add_trace(go.Scatter(x=xs, y=smooth(ys, smooth_window), mode="lines", name=name, legendgroup=name,
-                                     line=dict(color=color, width=2), showlegend=(i == 0)), row=r, col=c)
-        fig.update_xaxes(title_text="update", row=r, col=c)
-    fig.update_layout(height=280 * rows, margin=dict(t=60, b=40, l=50, r=20))
-    return fig
-
-
-def pca_2d(matrices: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
-    """Project every `[N, d]` matrix onto the top-2 principal axes of all of them stacked (one shared frame).
-
-    Returns (projections `[N, 2]` per matrix, explained-variance ratio of the two axes). The sign of each axis is
-    fixed so that the largest-magnitude loading is positive, which keeps the picture stable from run to run.
-    """
-    stacked = np.concatenate([np.asarray(m, dtype=float) for m in matrices], axis=0)
-    mean = stacked.mean(axis=0, keepdims=True)
-    _, s, vt = np.linalg.svd(stacked - mean, full_matrices=False)
-    axes = vt[:2]  # [2, d]
-    for k in range(axes.shape[0]):
-        if axes[k, np.argmax(np.abs(axes[k]))] < 0:
-            axes[k] = -axes[k]
-    var = s**2
-    ratio = var[:2] / var.sum() if var.sum() > 0 else np.zeros(2)
-    return [(np.asarray(m, dtype=float) - mean) @ axes.T for m in matrices], ratio
-
-
-def embedding_map_figure(snapshots: Sequence[Mapping[str, Any]], highlight: Sequence[str] | None = None,
-                         title: str = "Blueprint embedding over training (2-D PCA, shared axes)") -> go.Figure:
-    """Each blueprint's 4-D embedding across snapshots, projected to 2-D: a faint trail from the first snapshot and
-    a labelled marker at the last. `snapshots` are snapshot dicts (`embedding [14, 4]`, `blueprint_names`, `update`).
-    `highlight` names the rows drawn in colour (the legal CNN blueprints and NULL, say); the others are grey.
-    """
-    if not snapshots:
-        raise ValueError("embedding_map_figure: no snapshots")
-    names = list(snapshots[0]["blueprint_names"])
-    projected, ratio = pca_2d([np.asarray(s["embedding"], dtype=float) for s in snapshots])
-    trail = np.stack(projected, axis=0)  # [K, 14, 2]
-    highlight = set(highlight) if highlight is not None else set(names)
-    fig = go.Figure()
-    for j, name in enumerate(names):
-        color = None if name in highlight else "#bbbbbb"
-        fig.add_trace(go.Scatter(x=trail[:, j, 0], y=trail[:, j, 1], mode="lines", line=dict(width=1, color=color),
-                                 opacity=0.5, legendgroup=name, showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=[trail[-1, j, 0]], y=[trail[-1, j, 1]], mode="markers+text", text=[name],
-                                 textposition="top center", name=name, legendgroup=name,
-                                 marker=dict(size=10 if name in highlight else 6, color=color)))
-    updates = [s.get("update") for s in snapshots]
-    fig.update_layout(
-        title=f"{title}<br><sup>updates {updates[0]} to {updates[-1]}; axes explain "
-              f"{100 * ratio[0]:.0f}% and {100 * ratio[1]:.0f}% of the variance</sup>",
-        xaxis_title="PC 1", yaxis_title="PC 2", height=460, margin=dict(t=70, b=40, l=50, r=20),
-    )
-    return fig
-
-
-def probe_values_figure(snapshot: Mapping[str, Any], title: str = "Q(s, op) on the probe states") -> go.Figure:
-    """Per-op values on the probe states of one snapshot as a heatmap; illegal ops are left blank."""
-    values = snapshot["probe_op_values"]
-    masks = snapshot.get("probe_op_masks")
-    z = [[(v if (masks is None or masks[i][j]) else None) for j, v in enumerate(row)] for i, row in enumerate(values)]
-    return heatmap_figure(z, snapshot.get("op_names", OP_NAMES), snapshot["probe_names"],
-                          f"{title} (update {snapshot.get('update')}; blank = illegal op)", fmt="+.2f")
+def edge_mean(records: Sequence[Mapping[str, Any]], key: str, fraction: float, tail: bool) -> float:
+    """Mean of the finite values of `key` over the first (`tail=False`) or last `fraction` of the records (at least
+    one record); NaN when there is none."""
+    values = col(records, key)
+    n = max(1, int(round(len(values) * fraction)))
+    kept = [v for v in (values[-n:] if tail else values[:n]) if v is not None and v == v]
+    return float(np.mean(kept)) if kept else float("nan")
 
 
 def tail_mean(records: Sequence[Mapping[str, Any]], key: str, fraction: float = 0.25) -> float:
     """Mean of the finite values of `key` over the last `fraction` of the records (at least one record)."""
-    _, ys = metric_series(records, key)
-    n = max(1, int(round(len(ys) * fraction)))
-    tail = [v for v in ys[-n:] if v == v]
-    return float(np.mean(tail)) if tail else float("nan")
+    return edge_mean(records, key, fraction, tail=True)
 
 
 def head_mean(records: Sequence[Mapping[str, Any]], key: str, fraction: float = 0.25) -> float:
     """Mean of the finite values of `key` over the first `fraction` of the records (at least one record)."""
-    _, ys = metric_series(records, key)
-    n = max(1, int(round(len(ys) * fraction)))
-    head = [v for v in ys[:n] if v == v]
-    return float(np.mean(head)) if head else float("nan")
+    return edge_mean(records, key, fraction, tail=False)

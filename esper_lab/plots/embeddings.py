@@ -24,12 +24,18 @@ class Projection:
     components: np.ndarray  # [2, D]
     explained: np.ndarray  # [2] fraction of variance per component
 
-    def project(self, matrix: np.ndarray) -> np.ndarray:  # [N, D] -> [N, 2]
-        return (matrix - self.mean) @ self.components.T
+    def project(self, matrix: np.ndarray) -> np.ndarray:
+        """`[N, D]` rows -> their `[N, 2]` coordinates on the two components."""
+        return (np.asarray(matrix, dtype=float) - self.mean) @ self.components.T
 
 
 def pca_2d(matrix: np.ndarray) -> Projection:
-    """PCA of the rows of `matrix` [N, D] by SVD; each component's sign makes its largest entry positive."""
+    """The 2-D PCA `Projection` of the rows of `matrix` [N, D] (by SVD).
+
+    Each component's sign makes its largest entry positive, so the picture is stable from run to run. For one frame
+    shared by several tables (snapshots over training), pass them stacked: `pca_2d(np.concatenate(tables))`.
+    """
+    matrix = np.asarray(matrix, dtype=float)
     mean = matrix.mean(axis=0)
     _, s, vt = np.linalg.svd(matrix - mean, full_matrices=False)  # vt [min(N, D), D]
     comps = vt[:2].copy()
@@ -44,6 +50,7 @@ def pca_2d(matrix: np.ndarray) -> Projection:
 
 
 def blueprint_group(name: str) -> str:
+    """The `GROUP_STYLE` group of a blueprint name: null, a CNN blueprint, or a transformer one (never legal here)."""
     if name == NULL_NAME:
         return "null (empty slot)"
     return "CNN blueprint" if name in CNN_NAMES else "transformer blueprint (masked here)"
@@ -56,27 +63,56 @@ GROUP_STYLE = {
 }
 
 
-def embedding_map(snap: dict, basis: Projection | None = None) -> go.Figure:
-    """The 14 blueprint embeddings projected to 2-D (by `basis`, default the PCA of this snapshot)."""
-    matrix = np.asarray(snap["embedding"], dtype=float)  # [14, 4]
-    names = list(snap["blueprint_names"])
-    basis = basis or pca_2d(matrix)
-    xy = basis.project(matrix)  # [14, 2]
+def group_markers(xy: np.ndarray, names: Sequence[str]) -> list[dict]:
+    """One labelled marker trace per blueprint group (`GROUP_STYLE`) at the points `xy [N, 2]` of `names`."""
     traces = []
     for group, marker in GROUP_STYLE.items():
         idx = [i for i, n in enumerate(names) if blueprint_group(n) == group]
         if idx:
             traces.append({"type": "scatter", "x": xy[idx, 0].tolist(), "y": xy[idx, 1].tolist(),
                            "mode": "markers+text", "name": group, "text": [names[i] for i in idx],
-                           "textposition": "top center",
+                           "textposition": "top center", "legendgroup": group,
                            "marker": {**marker, "size": 12, "line": {"width": 1.5, "color": marker["color"]}},
                            "hovertemplate": "%{text}<br>(%{x:.2f}, %{y:.2f})<extra></extra>"})
+    return traces
+
+
+def pca_layout(title: str, basis: Projection, xy: np.ndarray) -> dict:
+    """A layout with PC axes titled by their explained variance, framing the points `xy [N, 2]` with room for labels."""
     lo, hi = xy.min(axis=0), xy.max(axis=0)
-    pad = 0.15 * np.maximum(hi - lo, 1e-3 * max(float(np.abs(xy).max()), 1e-6))  # room for the labels
-    return make(traces, layout(
-        f"Blueprint embeddings at update {snap.get('update')} (PCA of 14 x {matrix.shape[1]})", height=420,
-        xaxis=f"PC1 ({basis.explained[0]:.0%})", yaxis=f"PC2 ({basis.explained[1]:.0%})",
-        xopts={"range": [lo[0] - pad[0], hi[0] + pad[0]]}, yopts={"range": [lo[1] - pad[1], hi[1] + pad[1]]}))
+    pad = 0.15 * np.maximum(hi - lo, 1e-3 * max(float(np.abs(xy).max()), 1e-6))
+    return layout(title, height=420, xaxis=f"PC1 ({basis.explained[0]:.0%})", yaxis=f"PC2 ({basis.explained[1]:.0%})",
+                  xopts={"range": [lo[0] - pad[0], hi[0] + pad[0]]}, yopts={"range": [lo[1] - pad[1], hi[1] + pad[1]]})
+
+
+def embedding_map(snap: dict, basis: Projection | None = None) -> go.Figure:
+    """The 14 blueprint embeddings projected to 2-D (by `basis`, default the PCA of this snapshot)."""
+    matrix = np.asarray(snap["embedding"], dtype=float)  # [14, 4]
+    basis = basis or pca_2d(matrix)
+    xy = basis.project(matrix)  # [14, 2]
+    return make(group_markers(xy, list(snap["blueprint_names"])), pca_layout(
+        f"Blueprint embeddings at update {snap.get('update')} (PCA of 14 x {matrix.shape[1]})", basis, xy))
+
+
+def embedding_trails(snaps: Sequence[dict], basis: Projection | None = None, *, title: str | None = None) -> go.Figure:
+    """Each blueprint's embedding across `snaps`: a faint trail from the first snapshot, a labelled marker at the last.
+
+    `basis` defaults to the PCA of all snapshots stacked, so every snapshot is drawn in one shared frame.
+    """
+    if not snaps:
+        raise ValueError("embedding_trails: no snapshots")
+    matrices = [np.asarray(s["embedding"], dtype=float) for s in snaps]  # K x [14, D]
+    basis = basis or pca_2d(np.concatenate(matrices))
+    trail = np.stack([basis.project(m) for m in matrices])  # [K, 14, 2]
+    names = list(snaps[-1]["blueprint_names"])
+    traces = [{"type": "scatter", "x": trail[:, j, 0].tolist(), "y": trail[:, j, 1].tolist(), "mode": "lines",
+               "name": name, "legendgroup": blueprint_group(name), "showlegend": False, "hoverinfo": "skip",
+               "opacity": 0.5, "line": {"width": 1, "color": GROUP_STYLE[blueprint_group(name)]["color"]}}
+              for j, name in enumerate(names)]
+    title = title or "Blueprint embeddings over training (shared PCA)"
+    first, last = snaps[0].get("update"), snaps[-1].get("update")
+    return make(traces + group_markers(trail[-1], names),
+                pca_layout(f"{title}, updates {first} to {last}", basis, trail.reshape(-1, 2)))
 
 
 def cosine_similarity(matrix: np.ndarray) -> np.ndarray:
@@ -87,6 +123,7 @@ def cosine_similarity(matrix: np.ndarray) -> np.ndarray:
 
 
 def cosine_heatmap(snap: dict) -> go.Figure:
+    """The cosine similarity of the snapshot's blueprint embeddings, as a [14, 14] heatmap."""
     names = list(snap["blueprint_names"])
     sim = cosine_similarity(np.asarray(snap["embedding"], dtype=float))
     trace = {"type": "heatmap", "z": sim.round(3).tolist(), "x": names, "y": names, "zmin": -1, "zmax": 1,

@@ -9,20 +9,11 @@ import plotly.graph_objects as go
 
 from esper_lab.actions import HEAD_NAMES
 
-from .common import color, layout, make, update_ticks
+from .common import Rows, col, color, layout, make, update_ticks, updates
 
-Rows = Sequence[dict]
 Q_COLLAPSED = 0.01  # below: the critic ignores the op (Esper's Q-variance check)
 Q_HEALTHY = 0.1  # at or above: Q(s, op) clearly separates the ops
 Q_COLORS = {"collapsed": "#E45756", "weak": "#EECA3B", "healthy": "#54A24B"}
-
-
-def col(rows: Rows, key: str) -> list:
-    return [r.get(key) for r in rows]
-
-
-def updates(rows: Rows) -> list:
-    return col(rows, "update")
 
 
 def reference_line(rows: Rows, value: float, name: str, dash: str, line_color: str) -> dict:
@@ -57,10 +48,12 @@ def with_baselines(title: str, rows: Rows, key: str, baselines: dict, *, yaxis: 
 
 
 def episode_return(rows: Rows, baselines: dict) -> go.Figure:
+    """Episode return over updates, with its std band and the baselines."""
     return with_baselines("Episode return", rows, "episode_return", baselines, yaxis="return")
 
 
 def val_acc(rows: Rows, baselines: dict) -> go.Figure:
+    """Final validation accuracy over updates, with its std band and the baselines."""
     return with_baselines("Validation accuracy", rows, "val_acc", baselines, yaxis="accuracy (%)")
 
 
@@ -75,21 +68,25 @@ def lines(title: str, rows: Rows, keys: Sequence[str], *, right: Sequence[str] =
 
 
 def losses(rows: Rows) -> go.Figure:
+    """Policy loss, and value loss on the right axis."""
     return lines("Policy and value loss", rows, ("policy_loss", "value_loss"), right=("value_loss",),
                  yaxis="policy_loss")
 
 
 def entropy(rows: Rows) -> go.Figure:
+    """The normalised entropy of each head, one line per head."""
     keys = tuple(f"entropy_{h}" for h in HEAD_NAMES)
     return lines("Entropy per head (normalised)", rows, keys, names={f"entropy_{h}": h for h in HEAD_NAMES})
 
 
 def kl_clip(rows: Rows) -> go.Figure:
+    """Approximate KL, and the clip fraction on the right axis."""
     return lines("Approx KL and clip fraction", rows, ("approx_kl", "clip_fraction"), right=("clip_fraction",),
                  yaxis="approx_kl")
 
 
 def explained_variance(rows: Rows) -> go.Figure:
+    """The critic's explained variance (0: no better than a constant)."""
     return lines("Explained variance", rows, ("explained_variance",), yaxis="EV",
                  yopts={"zerolinecolor": "#888"})  # EV 0: no better than a constant
 

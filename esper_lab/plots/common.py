@@ -1,4 +1,4 @@
-"""Shared look of every dashboard figure.
+"""Shared look of every figure, and the column helpers every module reads run rows with.
 
 Figures are written as plain dicts and turned into a `go.Figure` once (`make`): building them through
 `add_trace` / `update_layout` validates every property on every call and costs ~40 ms a figure, too slow for a
@@ -7,7 +7,7 @@ view that redraws eight of them every refresh.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import plotly.graph_objects as go
 
@@ -26,9 +26,21 @@ STAGE_COLORS = {
     "UNKNOWN": "#BAB0AC",
 }
 GRID = "#E5EAF2"
+Rows = Sequence[dict]
+
+
+def col(rows: Rows, key: str) -> list:
+    """The values of `key` across rows (None where a row lacks it or holds null)."""
+    return [r.get(key) for r in rows]
+
+
+def updates(rows: Rows) -> list:
+    """The rows' update numbers (the x axis of every curve)."""
+    return col(rows, "update")
 
 
 def axis(title: str | None = None, **extra: Any) -> dict:
+    """An axis dict in the shared look, titled `title`, with `extra` settings on top."""
     return {"title": {"text": title}, "gridcolor": GRID, "zerolinecolor": GRID, "linecolor": GRID, "automargin": True,
             **extra}
 
@@ -71,6 +83,7 @@ def make(traces: list[dict], fig_layout: dict) -> go.Figure:
 
 
 def color(i: int) -> str:
+    """The i-th palette colour (cycling)."""
     return PALETTE[i % len(PALETTE)]
 
 

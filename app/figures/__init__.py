@@ -1,1 +1,0 @@
-"""Pure figure builders: parsed run data in, plotly Figure out (no Streamlit, no file access)."""
