@@ -2,9 +2,9 @@
 
 Layout for S slots (S = 3: 24 + 7 + 3 * 30 = 121):
 
-    [0, 24)                 base features, `BASE_FEATURE_NAMES` (the Obs-V3 design list, esper_facts 3a)
+    [0, 24)                 base features, `BASE_FEATURE_NAMES` (Esper's Obs V3 design: 24 base features)
     [24, 31)                action feedback, `ACTION_FEEDBACK_NAMES` (last action success, last op one-hot)
-    [31 + 30*s, 61 + 30*s)  slot s, `SLOT_FEATURE_NAMES` (esper_facts 3c indices 0..29); an empty slot is all zeros
+    [31 + 30*s, 61 + 30*s)  slot s, `SLOT_FEATURE_NAMES` (Esper's Obs V3 slot indices 0..29); an empty slot is all zeros
 
 Every feature lies in [-1, 1]. Normalisations are the Phase-4 era's, with epoch-like counts divided by the
 episode's `max_epochs`. `blueprint_indices [B, S]` holds each slot's `BlueprintAction` value, or -1 when the slot is

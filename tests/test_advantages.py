@@ -22,7 +22,7 @@ def _gae(rewards, values, dones, truncated, bootstrap, gamma, lam):
 
 
 def test_esper_test_vector():
-    """esper_facts section 6: a terminal at step 1, a truncation (bootstrap 4) at step 3."""
+    """Esper's GAE test vector (gamma 0.9, lambda 0.5): a terminal at step 1, a truncation (bootstrap 4) at step 3."""
     adv, ret = _gae([1, 1, 10, 2], [0.5, 0.25, 1, 0.75], [F, T, F, T], [F, F, F, T], [0, 0, 0, 4], 0.9, 0.5)
     torch.testing.assert_close(adv, torch.tensor([1.0625, 0.75, 11.8575, 4.85], dtype=torch.float64))
     torch.testing.assert_close(ret, adv + torch.tensor([0.5, 0.25, 1, 0.75], dtype=torch.float64))

@@ -1,4 +1,4 @@
-"""FactoredRecurrentActorCritic: the seed tests, the addendum's three tests and the esper_facts section 10 invariants.
+"""FactoredRecurrentActorCritic: the seed tests, the addendum's three tests and Esper's network test invariants.
 
 Most tests run at width 64; the ones about the real sizes (parameter counts, the seed validation snippets) use 512.
 """
@@ -206,7 +206,7 @@ def test_blueprint_embedding_shapes():
     assert not torch.allclose(v1, v2)
 
 
-# --- esper_facts section 10: op/value consistency ---------------------------------------------------------------
+# --- Esper's op/value consistency invariants --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("critic", CRITICS)
@@ -501,7 +501,7 @@ def _meta_net(state_dim: int, critic: str = "q_op") -> FactoredRecurrentActorCri
         return FactoredRecurrentActorCritic(state_dim, 3, critic=critic)
 
 
-def test_parameter_counts_match_esper_facts_5a():
+def test_parameter_counts_match_esper_phase4():
     net = _meta_net(114)
     assert _count(net) == 3_625_314
     assert _count(net.lstm) == 2_101_248  # the plan's "~2.1M" is the LSTM alone

@@ -93,7 +93,7 @@ def test_first_evaluation_reproduces_the_stored_rollout(critic):
 
 
 def test_kl_early_stop_happens_before_the_step():
-    """BUG-003: when the first minibatch already exceeds 1.5 x target_kl, no optimizer step happens at all."""
+    """Esper commit e3f72b3 (KL check before the step): a first minibatch above 1.5 x target_kl means no step at all."""
     network = _network()
     batch = _rollout(network).batched()
     batch.log_probs[..., HEAD_INDEX["op"]] -= 2.0  # stored log-probs corrupted: ratio e^2 on every step

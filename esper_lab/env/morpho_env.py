@@ -2,7 +2,7 @@
 
 `World` is the plain-Python world the vector env steps; `MorphoEnv` wraps one as a `gymnasium.Env`.
 
-One episode = `max_epochs` steps. The order inside the world is Esper's (esper_facts section 8): for each epoch,
+One episode = `max_epochs` steps. The order inside the world is Esper's (its vectorized training loop): for each epoch,
 train the host and its seeds, validate, measure counterfactuals, let the policy see it, execute its lifecycle action,
 compute the reward, tick the slots. The gym step boundary falls after the tick, so:
 
@@ -11,7 +11,8 @@ compute the reward, tick the slots. The gym step boundary falls after the tick, 
               then (unless this was the last step) train + validate the next epoch -> report
 
 The policy therefore always acts on the freshest validation, the bootstrap state after the last step is the
-post-tick state (Esper's BUG-022), and the final step's terminal reward uses the last epoch's accuracy.
+post-tick state (Esper commit f1702fd (tachyon-beep/esper-lite): bootstrap value now taken after the epoch's
+lifecycle tick, not before it), and the final step's terminal reward uses the last epoch's accuracy.
 
 Determinism: each world owns a `torch.Generator` seeded with the episode seed (data order, and through
 `torch.random.fork_rng` the initial weights of the host and of every seed). The global torch RNG is neither read nor

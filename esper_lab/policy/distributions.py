@@ -1,9 +1,10 @@
 """MaskedCategorical: a categorical distribution over legal actions only.
 
 Illegal actions get the logit `MASKED_LOGIT_VALUE` (-1e4, never -inf: -inf makes 0 * -inf = NaN in the entropy and
-overflows in fp16). Everything is computed in fp32 (Esper's B11-PT-01: fp16 log-softmax left the heads without
-gradient). The entropy is normalised by ln(number of legal actions), so it lies in [0, 1] for any head size and is
-exactly 0 when only one action is legal: an entropy bonus cannot push on a head that has no choice.
+overflows in fp16). Everything is computed in fp32 (Esper commit 072029d (tachyon-beep/esper-lite): logits upcast
+to fp32, because fp16 log-softmax under autocast gave NaN gradients to the heads). The entropy is normalised by
+ln(number of legal actions), so it lies in [0, 1] for any head size and is exactly 0 when only one action is legal:
+an entropy bonus cannot push on a head that has no choice.
 
 The class works on any batch shape `[..., k]`; the network packs its eight heads into one padded `[B, T, 8, 13]`
 instance so that a rollout step pays for one log-softmax and one random draw, not eight.

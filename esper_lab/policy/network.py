@@ -10,7 +10,8 @@ samples the op and conditions the value on it; get_action() returns that same op
 deterministic, the argmax op with the value recomputed for it); evaluate_actions() conditions on the STORED op.
 
 Critic modes (`critic=`), i.e. what `value` (the PPO baseline) means:
-- "q_op": Q(s, op), Phase 4 as shipped. The baseline depends on the op it scores (esper_facts 5c explains the bias).
+- "q_op": Q(s, op), Phase 4 as shipped. The baseline depends on the op it scores, which biases the op head's
+  gradient (Esper commit 6a27b8e (tachyon-beep/esper-lite) replaced it with an op-independent V(s) for that reason).
 - "v": an op-independent V(s) head `512 -> 256 -> 1`. The Q head is trained only as an auxiliary on DETACHED
   features: `EvaluateOutput.q_value` = Q(s, stored op) on `lstm_out.detach()`; the PPO code adds
   `q_aux_coef * (q_value - returns)^2`, which moves the Q head and nothing else.

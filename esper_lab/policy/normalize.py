@@ -3,7 +3,8 @@
 Both are FROZEN during a rollout: the policy acts on `normalize(x)` with fixed statistics, so the stored
 (normalised) observations and rewards are exactly what the policy saw. The trainer calls `update(...)` once per
 rollout, just before the PPO update. Both carry `state_dict()` / `load_state_dict()` so a checkpoint restores them
-(Esper bug B5-PT-02: normaliser state not checkpointed, distribution shift on resume).
+(Esper commit 7d981fb (tachyon-beep/esper-lite): normaliser state now saved in checkpoints, so a resume no longer
+shifts the observation distribution).
 
 - `RunningMeanStd`: mean and variance over every sample ever seen (the parallel-Welford merge of Chan et al.);
   `normalize(x) = clip((x - mean) / sqrt(var + eps), -10, 10)`.

@@ -10,7 +10,8 @@ One call, `PPOUpdater(policy, cfg).update(batch)`, reads top to bottom:
 3. Per head: log ratio (clamped to +-20) against the stored per-head log-prob, the clipped surrogate and the
    entropy, both averaged only over the steps where that head mattered for the STORED op (`actions.causal_masks`).
 4. Approximate KL, per head `(r - 1) - log r` over its causal steps, weighted by causal fraction. It is checked
-   BEFORE the optimizer step: above 1.5 x target_kl the update stops and that step never happens (Esper BUG-003).
+   BEFORE the optimizer step: above 1.5 x target_kl the update stops and that step never happens (Esper commit
+   e3f72b3 (tachyon-beep/esper-lite): the KL check moved before the step, so target_kl works even with one epoch).
 5. Loss = policy + value_coef * value + entropy_coef * entropy_loss (+ q_aux_coef * q_aux in critic 'v');
    backward, per-head gradient norms, global clip, Adam step.
 
@@ -79,7 +80,8 @@ def q_statistics(op_values: torch.Tensor, op_mask: torch.Tensor, valid: torch.Te
     """(q_spread, q_variance) of the stored per-op values over LEGAL ops, averaged over valid steps.
 
     q_spread = max - min of Q(s, op) over legal ops; q_variance = population variance over legal ops. With one legal
-    op both are 0. Both near 0 everywhere means the critic ignores the op (esper_facts 5c: the value collapse).
+    op both are 0. Both near 0 everywhere means the critic ignores the op (Esper's value collapse, where Q-spread
+    fell to 0; Esper commit 636bc3a (tachyon-beep/esper-lite) deepened the critic in response).
     Shapes: op_values `[E, T, 6]`, op_mask `[E, T, 6]` bool, valid `[E, T]` bool.
     """
     legal = op_mask.to(op_values.dtype)  # [E, T, 6]
@@ -189,7 +191,7 @@ class PPOUpdater:
                     sums[key] += float(losses[key].detach())
                     counts[key] += 1
 
-                # BUG-003: decide BEFORE the step; the step that would overshoot never happens.
+                # Decide BEFORE the step (Esper commit e3f72b3): the step that would overshoot never happens.
                 if cfg.target_kl is not None and float(losses["approx_kl"]) > KL_EARLY_STOP_FACTOR * cfg.target_kl:
                     early_stopped = True
                     break
@@ -288,7 +290,7 @@ class PPOUpdater:
 
         q_aux_loss = advantages.new_zeros(())
         if self.critic == "v":
-            # Q(s, stored op) on DETACHED trunk features: this loss moves the Q head only (esper_facts 5b).
+            # Q(s, stored op) on DETACHED trunk features: this loss moves the Q head only (as in Esper commit 6a27b8e).
             q_aux_loss = 0.5 * masked_mean((out.q_value - returns).pow(2), valid)
 
         losses = dict(policy_loss=policy_loss, value_loss=value_loss, entropy_loss=entropy_loss,
