@@ -12,10 +12,10 @@ import pytest
 
 from app import data
 from esper_lab import plots
-from esper_lab.actions import HEAD_NAMES, BlueprintAction, LifecycleOp
+from esper_lab.actions import HEAD_NAMES, OP_NAMES, BlueprintAction, LifecycleOp
 from esper_lab.plots import compare, curves, embeddings, ops, seeds
 from esper_lab.plots.common import trace_names
-from esper_lab.runs import METRIC_KEYS, OP_NAMES
+from esper_lab.runs import METRIC_KEYS
 from fixtures.make_run import make_run
 
 ALLOWED_LAB_IMPORTS = {"esper_lab.actions", "esper_lab.config", "esper_lab.runs"}
@@ -50,7 +50,10 @@ def test_baseline_line_spans_a_single_update():
 def test_curve_set_and_their_traces(run):
     figs = curves.all_curves(run["metrics"], run["baselines"])
     assert list(figs) == ["return", "val_acc", "losses", "entropy", "kl_clip", "explained_variance", "speed",
-                          "q_health"]
+                          "q_health", "advantages"]
+    assert trace_names(figs["advantages"]) == ["advantage_mean", "advantage_std", "optimizer_steps"]
+    steps = figs["advantages"].data[2]
+    assert steps.yaxis == "y2" and list(steps.y) == [r["optimizer_steps"] for r in run["metrics"]]
     assert trace_names(figs["entropy"]) == list(HEAD_NAMES)
     assert trace_names(figs["losses"]) == ["policy_loss", "value_loss"]
     assert trace_names(figs["kl_clip"]) == ["approx_kl", "clip_fraction"]

@@ -91,6 +91,13 @@ def explained_variance(rows: Rows) -> go.Figure:
                  yopts={"zerolinecolor": "#888"})  # EV 0: no better than a constant
 
 
+def advantages(rows: Rows) -> go.Figure:
+    """The raw advantages' mean and std before normalisation, and the optimizer steps taken (right axis: fewer than
+    epochs x minibatches means the KL early stop fired)."""
+    return lines("Advantages and optimizer steps", rows, ("advantage_mean", "advantage_std", "optimizer_steps"),
+                 right=("optimizer_steps",), yaxis="advantage (normalised reward units)")
+
+
 def speed(rows: Rows) -> go.Figure:
     """Stacked seconds per update (env, policy, PPO update) and SPS on the right axis."""
     parts = ("env_seconds", "policy_seconds", "update_seconds")
@@ -139,4 +146,5 @@ def all_curves(rows: Rows, baselines: dict) -> dict[str, go.Figure]:
         "explained_variance": explained_variance(rows),
         "speed": speed(rows),
         "q_health": q_spread_variance(rows),
+        "advantages": advantages(rows),
     }
