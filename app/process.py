@@ -24,10 +24,10 @@ _children: dict[int, subprocess.Popen] = {}
 
 
 def train_command(run_dir: Path, preset: str, critic: str, num_envs: int, seed: int, updates: int,
-                  backend: str = "local") -> list[str]:
+                  backend: str = "local", masks: str = "conditional") -> list[str]:
     return [sys.executable, "-m", "esper_lab.cli", "train", "--preset", preset, "--run-dir", str(run_dir),
             "--updates", str(updates), "--critic", critic, "--num-envs", str(num_envs), "--seed", str(seed),
-            "--backend", backend]
+            "--backend", backend, "--set", f"policy.masks={masks}"]
 
 
 def new_run_dir(root: Path, preset: str, critic: str, seed: int) -> Path:
@@ -41,7 +41,7 @@ def new_run_dir(root: Path, preset: str, critic: str, seed: int) -> Path:
 
 
 def start_run(root: Path, preset: str, critic: str, num_envs: int, seed: int, updates: int,
-              backend: str = "local") -> Path:
+              backend: str = "local", masks: str = "conditional") -> Path:
     """Launch a trainer and return its run directory.
 
     config.json and a 'running' status with the child's pid are written here, so the run is listed at once.
@@ -49,11 +49,12 @@ def start_run(root: Path, preset: str, critic: str, num_envs: int, seed: int, up
     from esper_lab.config import preset as build_preset
 
     config = build_preset(preset, num_envs=num_envs, seed=seed, updates=updates, backend=backend,
-                          **{"policy.critic": critic})
+                          **{"policy.critic": critic, "policy.masks": masks})
     run_dir = create_run(new_run_dir(Path(root), preset, critic, seed), config.to_dict())
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(run_dir / LOG_NAME, "wb") as log:
-        proc = subprocess.Popen(train_command(run_dir.resolve(), preset, critic, num_envs, seed, updates, backend),
+        command = train_command(run_dir.resolve(), preset, critic, num_envs, seed, updates, backend, masks)
+        proc = subprocess.Popen(command,
                                 cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     _children[proc.pid] = proc

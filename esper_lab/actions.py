@@ -5,7 +5,8 @@ One definition for every shared fact about actions:
 - `head_sizes(num_slots)`;
 - `HEAD_RELEVANCE`: which heads causally matter for each op. Everything else (per-head advantages, the PPO
   loss masks, entropy weighting, the dashboard's dimming) is derived from this one table;
-- the seed lifecycle (`SeedStage`, `VALID_TRANSITIONS`) and `compute_action_masks`, the legal-action masks;
+- the seed lifecycle (`SeedStage`, `VALID_TRANSITIONS`) and `compute_action_masks`, the legal-action masks,
+  with the op-conditioned slot masks (`OP_SLOT_KEY`) from the same `is_op_legal_for_slot` the world executes by;
 - `MASKED_LOGIT_VALUE`, `OP_NAMES`, `EMPTY_BLUEPRINT_INDEX` (-1) and `BLUEPRINT_NULL_INDEX` (its embedding row).
 """
 
@@ -268,13 +269,28 @@ def is_op_legal_for_slot(op: LifecycleOp, view: SlotView, *, can_germinate: bool
     raise ValueError(f"unknown op {op!r}")
 
 
+OP_SLOT_KEY = "op_slot"  # the masks dict's entry for the op-conditioned slot masks, beside the eight heads
+
+
+def op_slot_masks(slots: Sequence[SlotView], *, can_germinate: bool = True) -> torch.Tensor:
+    """`[NUM_OPS, S]` bool: which slots each op can execute on (`is_op_legal_for_slot` on every enabled slot, so
+    execution and masks share one definition). WAIT's row is the enabled slots (its slot does not matter)."""
+    return torch.tensor(
+        [[v.enabled and is_op_legal_for_slot(op, v, can_germinate=can_germinate) for v in slots] for op in LifecycleOp],
+        dtype=torch.bool,
+    )
+
+
 def compute_action_masks(
     slots: Sequence[SlotView], *, max_seeds: int | None = None, seeds_used: int = 0
 ) -> dict[str, torch.Tensor]:
-    """Legal-action masks for one world: `{head: bool [head_size]}` in `HEAD_NAMES` order.
+    """Legal-action masks for one world: `{head: bool [head_size]}` in `HEAD_NAMES` order, plus
+    `masks[OP_SLOT_KEY]`, the op-conditioned slot masks `[NUM_OPS, S]`.
 
-    Masks only what is physically or lifecycle-impossible, never timing. The op mask is optimistic: an op is legal
-    if any enabled slot allows it. NOOP and the transformer blueprints are always masked in this CNN world.
+    Masks only what is physically or lifecycle-impossible, never timing. The op mask is "legal in some slot": the
+    OR of the op's row of the conditional slot masks, so an op is legal exactly when some slot allows it. The
+    `slot` entry is the unconditional mask (every enabled slot), what Phase 4 as shipped samples the slot under.
+    NOOP and the transformer blueprints are always masked in this CNN world.
     """
     can_germinate = max_seeds is None or seeds_used < max_seeds
     sizes = head_sizes(len(slots))
@@ -285,15 +301,30 @@ def compute_action_masks(
     bp = torch.zeros(NUM_BLUEPRINTS, dtype=torch.bool)
     bp[list(CNN_BLUEPRINTS)] = True
     masks["blueprint"] = bp
-    masks["op"] = torch.tensor(
-        [any(is_op_legal_for_slot(op, v, can_germinate=can_germinate) for v in slots) for op in LifecycleOp],
-        dtype=torch.bool,
-    )
+    op_slot = op_slot_masks(slots, can_germinate=can_germinate)  # [NUM_OPS, S]
+    masks["op"] = op_slot.any(-1)  # [NUM_OPS]
     style_free = bool(masks["op"][LifecycleOp.GERMINATE] or masks["op"][LifecycleOp.SET_ALPHA_TARGET])
     if not style_free:
         masks["style"] = _one_hot_mask(len(GerminationStyle), GerminationStyle.SIGMOID_ADD)
         masks["alpha_target"] = _one_hot_mask(len(AlphaTargetAction), AlphaTargetAction.FULL)
+    masks[OP_SLOT_KEY] = op_slot
     return masks
+
+
+def head_masks(masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The eight per-head masks of a masks dict, without the op-conditioned slot table."""
+    return {name: masks[name] for name in HEAD_NAMES}
+
+
+def check_op_slot_masks(masks: dict[str, torch.Tensor], step: int) -> None:
+    """Raise ValueError naming the world, the op and the step where an op is legal but its conditional slot mask
+    allows no slot (impossible for masks built by `compute_action_masks`; a world that reports one is broken).
+    `masks["op"] [E, NUM_OPS]`, `masks[OP_SLOT_KEY] [E, NUM_OPS, S]`."""
+    bad = masks["op"] & ~masks[OP_SLOT_KEY].any(-1)  # [E, NUM_OPS]
+    if bool(bad.any()):
+        world, op = bad.nonzero()[0].tolist()
+        raise ValueError(f"world {world} at step {step}: op {OP_NAMES[op]} is legal but its conditional slot mask "
+                         f"allows no slot (masks['op'] and masks[{OP_SLOT_KEY!r}] disagree)")
 
 
 def _one_hot_mask(size: int, index: int) -> torch.Tensor:

@@ -24,8 +24,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from esper_lab.actions import DEFAULT_NUM_SLOTS
-from esper_lab.config import PolicyConfig, TrainConfig, WorldConfig
+from esper_lab.actions import DEFAULT_NUM_SLOTS, OP_SLOT_KEY, check_op_slot_masks
+from esper_lab.config import MASK_MODES, PolicyConfig, TrainConfig, WorldConfig
 from esper_lab.features import OBS_DIM, batch_obs_to_features
 from esper_lab.policy.network import EvaluateOutput, FactoredRecurrentActorCritic, ForwardOutput, GetActionResult, Hidden
 from esper_lab.policy.normalize import RunningMeanStd
@@ -49,21 +49,26 @@ class Agent:
     Args:
         network: a `FactoredRecurrentActorCritic`.
         obs_norm: the running feature normaliser (a fresh one of the network's width when None).
-    Attributes: `network` (the nn.Module), `obs_norm`, `spec` (the network's constructor arguments).
+        masks: 'conditional' (sample the op, then the slot among the slots where that op can execute: the world's
+            `masks[OP_SLOT_KEY]` reach `get_action`) or 'independent' (Phase 4 as shipped: that table is dropped).
+    Attributes: `network` (the nn.Module), `obs_norm`, `masks`, `spec` (the network's constructor arguments).
     """
 
     is_recurrent = True
 
-    def __init__(self, network: FactoredRecurrentActorCritic, obs_norm: RunningMeanStd | None = None):
-        self.network = network
+    def __init__(self, network: FactoredRecurrentActorCritic, obs_norm: RunningMeanStd | None = None,
+                 masks: str = "conditional"):
+        if masks not in MASK_MODES:
+            raise ValueError(f"unknown masks mode {masks!r}; choose one of {MASK_MODES}")
+        self.network, self.masks = network, masks
         self.obs_norm = obs_norm if obs_norm is not None else RunningMeanStd(network.state_dim)
 
     @classmethod
     def from_config(cls, cfg: PolicyConfig, num_slots: int = DEFAULT_NUM_SLOTS, state_dim: int = OBS_DIM) -> "Agent":
-        """A fresh agent of the sizes in `cfg` (feature_dim, lstm_hidden_dim, critic)."""
+        """A fresh agent of the sizes and modes in `cfg` (feature_dim, lstm_hidden_dim, critic, masks)."""
         network = FactoredRecurrentActorCritic(state_dim, num_slots, feature_dim=cfg.feature_dim,
                                                lstm_hidden_dim=cfg.lstm_hidden_dim, critic=cfg.critic)
-        return cls(network)
+        return cls(network, masks=cfg.masks)
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -98,11 +103,24 @@ class Agent:
         the value is Q(s', argmax op) in critic 'q_op' (never `get_value` with a stale op). `[E]`."""
         return self.act(reports, masks, hidden, deterministic=True)[1].value
 
+    def executed_value(self, result: GetActionResult, executed_op: torch.Tensor) -> torch.Tensor:
+        """The baseline to store for a step whose op may have run as another one (`executed_op [E]`): in critic
+        'q_op' Q(s, executed op) from `result.op_values` where the world ran another op, else `result.value`
+        (the other critics do not depend on the op). Keeps the stored value the one the update fits. `[E]`."""
+        if self.critic != "q_op":
+            return result.value
+        other = result.op_values.gather(1, executed_op.unsqueeze(1)).squeeze(1)  # [E]
+        return torch.where(executed_op == result.sampled_op, result.value, other)
+
     # --- the network's four calls, with blueprint_indices right after the features -----------------------------
 
     def get_action(self, features: torch.Tensor, blueprint_indices: torch.Tensor, masks: Masks = None,
                    hidden: Hidden | None = None, deterministic: bool = False) -> GetActionResult:
-        """One step, no graph: `features [B, D]` (already normalised), `blueprint_indices [B, S]`."""
+        """One step, no graph: `features [B, D]` (already normalised), `blueprint_indices [B, S]`, masks
+        `{head: [B, k]}` plus, for conditional sampling, `OP_SLOT_KEY: [B, 6, S]`. `result.masks` are the masks
+        each head was sampled under: what the buffer stores and the update re-evaluates with."""
+        if masks and self.masks == "independent":
+            masks = {name: m for name, m in masks.items() if name != OP_SLOT_KEY}
         return self.network.get_action(features, blueprint_indices, hidden, masks, deterministic)
 
     def forward(self, features: torch.Tensor, blueprint_indices: torch.Tensor, masks: Masks = None,
@@ -112,9 +130,10 @@ class Agent:
 
     def evaluate_actions(self, features: torch.Tensor, blueprint_indices: torch.Tensor,
                          actions: Mapping[str, torch.Tensor] | torch.Tensor, masks: Masks = None,
-                         hidden: Hidden | None = None) -> EvaluateOutput:
-        """PPO pass over stored sequences; `actions` is the joint `[B, T, 8]` or `{head: [B, T]}`."""
-        return self.network.evaluate_actions(features, blueprint_indices, actions, hidden, masks)
+                         hidden: Hidden | None = None, value_op: torch.Tensor | None = None) -> EvaluateOutput:
+        """PPO pass over stored sequences; `actions` is the joint `[B, T, 8]` or `{head: [B, T]}`, `masks` the ones
+        each head was sampled under; the value is conditioned on `value_op` (default the stored op)."""
+        return self.network.evaluate_actions(features, blueprint_indices, actions, hidden, masks, value_op)
 
     def get_value(self, features: torch.Tensor, blueprint_indices: torch.Tensor, hidden: Hidden | None,
                   op: torch.Tensor, masks: Masks = None) -> torch.Tensor:
@@ -156,7 +175,7 @@ def load_agent(path: Path | str) -> tuple[Agent, TrainConfig]:
     """The agent of a training checkpoint (loaded weights-only) and the run's config."""
     ckpt = load_checkpoint(path)
     cfg = TrainConfig.from_dict(ckpt["config"])
-    agent = Agent.from_config(cfg.policy)
+    agent = Agent.from_config(cfg.policy)  # sizes and the mask mode it was trained with
     agent.load_checkpoint_state(ckpt)
     return agent, cfg
 
@@ -167,14 +186,18 @@ class AgentPolicy:
     def __init__(self, agent: Agent, *, deterministic: bool = False, name: str = "trained"):
         self.agent, self.deterministic, self.name = agent, deterministic, name
         self.hidden: Hidden | None = None
+        self.step = 0
 
     def reset(self, num_envs: int) -> None:
-        self.hidden = self.agent.initial_hidden(num_envs)
+        self.hidden, self.step = self.agent.initial_hidden(num_envs), 0
 
     def act(self, reports: Sequence[Any], masks: dict[str, torch.Tensor]) -> torch.Tensor:
         """`reports` of E worlds and their masks `{head: [E, k]}` -> the joint action `[E, 8]` int64."""
         if self.hidden is None:
             self.reset(len(reports))
+        self.step += 1
+        if OP_SLOT_KEY in masks:
+            check_op_slot_masks(masks, self.step)
         _, result = self.agent.act(reports, masks, self.hidden, self.deterministic)
         self.hidden = result.hidden
         return result.joint_actions  # [E, 8]

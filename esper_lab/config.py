@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CRITIC_MODES = ("q_op", "v", "q_marginal")
+MASK_MODES = ("conditional", "independent")
 BACKENDS = ("local", "process", "ray")
 
 
@@ -167,6 +168,10 @@ class PolicyConfig:
     """LSTM width; the heads' hidden width is half of it."""
     critic: str = "q_op"
     """Baseline: 'q_op' (Phase 4, Q(s, op)), 'v' (op-independent V(s), Q as detached auxiliary) or 'q_marginal'."""
+    masks: str = "conditional"
+    """'conditional': the op is sampled first, then the slot among the slots where that op can execute, so every
+    sampled action executes; 'independent': Phase 4 as shipped (op legal in any slot, slot any enabled slot), where
+    an op drawn for a slot that cannot take it runs as WAIT."""
 
 
 @dataclass
@@ -318,6 +323,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise `ConfigError` naming the first field that cannot work."""
     if cfg.policy.critic not in CRITIC_MODES:
         raise ConfigError(f"unknown critic {cfg.policy.critic!r}; choose one of {CRITIC_MODES}")
+    if cfg.policy.masks not in MASK_MODES:
+        raise ConfigError(f"unknown policy.masks {cfg.policy.masks!r}; choose one of {MASK_MODES}")
     if cfg.backend not in BACKENDS:
         raise ConfigError(f"unknown backend {cfg.backend!r}; choose one of {BACKENDS}")
     for name in ("num_envs", "updates", "snapshot_every", "checkpoint_every", "torch_threads"):

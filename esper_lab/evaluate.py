@@ -45,13 +45,15 @@ def run_episodes(
                 done = bool(truncated.all())
         finally:
             close_vector_env(env)
-        summaries += [{**info["episode"], "episode_seed": s} for info, s in zip(infos, chunk)]
+        summaries += [{**info["episode"], "episode_seed": s, "steps": cfg.max_epochs} for info, s in zip(infos, chunk)]
     return summaries
 
 
 def summarize(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and std (population) of each metric, plus the per-episode lists."""
+    """Mean and std (population) of each metric, the per-episode lists, and `illegal_fraction` (illegal actions /
+    env steps over every episode)."""
     out: dict[str, Any] = {"episodes": len(summaries)}
+    out["illegal_fraction"] = sum(s["illegal_actions"] for s in summaries) / max(sum(s["steps"] for s in summaries), 1)
     for key in (*METRICS, "germinated", "pruned", "illegal_actions", "episode_seed"):
         values = [s[key] for s in summaries]
         out[key if key == "episode_seed" else f"{key}_list"] = values
@@ -77,9 +79,11 @@ def evaluate_policies(
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
     """A fixed-width text table: one row per policy, mean +- std of each metric."""
-    header = f"{'policy':<12}{'episodes':>9}{'return':>18}{'final val acc %':>20}{'fossilized':>14}{'seed params':>18}"
+    header = (f"{'policy':<12}{'episodes':>9}{'return':>18}{'final val acc %':>20}{'fossilized':>14}{'seed params':>18}"
+              f"{'illegal %':>11}")
     lines = [header, "-" * len(header)]
     for name, r in results.items():
         cells = [f"{r[f'{m}_mean']:.2f} ± {r[f'{m}_std']:.2f}" for m in METRICS]
-        lines.append(f"{name:<12}{r['episodes']:>9}{cells[0]:>18}{cells[1]:>20}{cells[2]:>14}{cells[3]:>18}")
+        lines.append(f"{name:<12}{r['episodes']:>9}{cells[0]:>18}{cells[1]:>20}{cells[2]:>14}{cells[3]:>18}"
+                     f"{100 * r['illegal_fraction']:>11.1f}")
     return "\n".join(lines)

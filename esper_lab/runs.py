@@ -38,7 +38,7 @@ RUN_STATES = ("running", "finished", "failed", "stopped")
 ROLLOUT_METRIC_KEYS = (
     ("update", "env_steps", "time_s", "sps", "rollout_seconds", "env_seconds", "policy_seconds", "update_seconds")
     + ("episode_return", "episode_return_std", "val_acc", "val_acc_std", "fossilized", "pruned", "germinated")
-    + ("seed_params", "host_params", "illegal_actions")
+    + ("seed_params", "host_params", "illegal_actions", "illegal_fraction")
     + tuple(f"op_count_{name}" for name in OP_NAMES)
 )
 # ... and the PPO update's (rl/ppo.py returns exactly these).

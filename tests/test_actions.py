@@ -10,6 +10,8 @@ from esper_lab.actions import (
     HEAD_RELEVANCE_TABLE,
     MIN_PRUNE_AGE,
     NUM_BLUEPRINTS,
+    NUM_OPS,
+    OP_SLOT_KEY,
     AlphaMode,
     AlphaTargetAction,
     BlueprintAction,
@@ -54,8 +56,9 @@ def test_head_relevance_matches_esper(op, heads):
 
 def test_empty_world_allows_only_wait_and_germinate():
     masks = compute_action_masks([EMPTY] * 3)
-    assert list(masks) == list(HEAD_NAMES)
+    assert list(masks) == [*HEAD_NAMES, OP_SLOT_KEY]
     assert masks["op"].tolist() == [True, True, False, False, False, False]
+    assert masks[OP_SLOT_KEY].shape == (NUM_OPS, 3) and masks[OP_SLOT_KEY][:2].all() and not masks[OP_SLOT_KEY][2:].any()
     assert masks["blueprint"].sum().item() == len(CNN_BLUEPRINTS)
     assert not masks["blueprint"][BlueprintAction.NOOP] and not masks["blueprint"][BlueprintAction.LORA]
     assert masks["blueprint"].shape == (NUM_BLUEPRINTS,)

@@ -64,8 +64,8 @@ def test_random_legal_policy_never_executes_an_illegal_action():
 def test_random_legal_is_seeded():
     world = World(CFG)
     report = world.reset(0)
-    a = RandomLegalPolicy(3).act([report] * 4, {k: v.expand(4, -1) for k, v in masks_of(report).items()})
-    b = RandomLegalPolicy(3).act([report] * 4, {k: v.expand(4, -1) for k, v in masks_of(report).items()})
+    a = RandomLegalPolicy(3).act([report] * 4, {k: v.expand(4, *v.shape[1:]) for k, v in masks_of(report).items()})
+    b = RandomLegalPolicy(3).act([report] * 4, {k: v.expand(4, *v.shape[1:]) for k, v in masks_of(report).items()})
     assert torch.equal(a, b) and a.shape == (4, 8) and a.dtype == torch.int64
 
 

@@ -20,6 +20,7 @@ def _step(t: int, E: int = E, S: int = S) -> dict:
         log_probs=(-(env + t)).unsqueeze(1).expand(E, NUM_HEADS).clone(),  # [E, 8]
         value=env * 10 + t,
         op_values=torch.randn(E, NUM_OPS),
+        executed_op=torch.full((E,), t % NUM_OPS, dtype=torch.long),
         reward=torch.ones(E) * t,
         done=torch.full((E,), t == STEPS - 1),
         truncated=torch.full((E,), t == STEPS - 1),
@@ -59,6 +60,7 @@ def test_batched_layout_is_per_env_rows():
         assert batch.values[e].tolist() == [10 * e + t for t in range(STEPS)]
         assert batch.log_probs[e, :, HEAD_INDEX["op"]].tolist() == [-(e + t) for t in range(STEPS)]
         assert batch.actions[e, :, HEAD_INDEX["tempo"]].tolist() == [t % 3 for t in range(STEPS)]
+        assert batch.executed_ops[e].tolist() == [t % NUM_OPS for t in range(STEPS)]
     assert batch.blueprint_indices[:, 0].eq(-1).all() and batch.blueprint_indices[:, 1].eq(1).all()
     assert batch.dones[:, -1].all() and not batch.dones[:, :-1].any()
     assert batch.valid.all() and batch.valid.shape == (E, STEPS)

@@ -185,8 +185,10 @@ def test_deleted_run_between_reruns(runs_dir):
 # --- a real trainer child process ----------------------------------------------------------------------------------
 
 
-def start_tiny(at: AppTest, updates: int) -> Path:
+def start_tiny(at: AppTest, updates: int, masks: str = "conditional") -> Path:
     at.selectbox(key="train_preset").set_value("tiny").run()
+    assert at.selectbox(key="train_masks").options == ["conditional", "independent"]
+    at.selectbox(key="train_masks").set_value(masks)
     at.number_input(key="train_updates").set_value(updates)
     at.button(key="start").click().run()
     assert not at.exception and not at.error, texts(at.error)
@@ -212,8 +214,10 @@ def return_points(at: AppTest) -> int:
 def test_start_watch_and_stop_real_trainers(runs_dir):
     """Two `tiny` children side by side (to keep the test short): one runs to the end, one is stopped."""
     at = app().run()
-    short = start_tiny(at, updates=2)
+    short = start_tiny(at, updates=2, masks="independent")
     long = start_tiny(at, updates=200)
+    assert RunReader(short).config()["policy"]["masks"] == "independent"  # the Masks choice reaches the trainer
+    assert RunReader(long).config()["policy"]["masks"] == "conditional"
     assert at.selectbox(key="run").value == long.name
     pid = RunReader(long).status()["pid"]
     assert pid != os.getpid() and process.trainer_alive(pid, long)

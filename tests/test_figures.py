@@ -50,7 +50,8 @@ def test_baseline_line_spans_a_single_update():
 def test_curve_set_and_their_traces(run):
     figs = curves.all_curves(run["metrics"], run["baselines"])
     assert list(figs) == ["return", "val_acc", "losses", "entropy", "kl_clip", "explained_variance", "speed",
-                          "q_health", "advantages"]
+                          "q_health", "advantages", "illegal"]
+    assert trace_names(figs["illegal"]) == ["illegal_fraction"]
     assert trace_names(figs["advantages"]) == ["advantage_mean", "advantage_std", "optimizer_steps"]
     steps = figs["advantages"].data[2]
     assert steps.yaxis == "y2" and list(steps.y) == [r["optimizer_steps"] for r in run["metrics"]]

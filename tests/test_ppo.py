@@ -61,7 +61,8 @@ def _rollout(network, seed: int = 1) -> RolloutBuffer:
         result = network.get_action(obs, bp, hidden=hidden, masks=masks)
         last = torch.full((E,), t == T - 1)
         buf.add(obs=obs, blueprint_indices=bp, actions=result.joint_actions, log_probs=result.joint_log_probs,
-                value=result.value, op_values=result.op_values, reward=torch.randn(E, generator=g),
+                value=result.value, op_values=result.op_values, executed_op=result.sampled_op,
+                reward=torch.randn(E, generator=g),
                 done=last, truncated=last, masks=masks)
         hidden = result.hidden
     buf.set_bootstrap(torch.randn(E, generator=g))
@@ -199,7 +200,7 @@ class _FixedNetwork(torch.nn.Module):
         self.shift, self.value, self.entropy = shift, value, entropy
         self.stored: dict[str, torch.Tensor] = {}
 
-    def evaluate_actions(self, state, blueprint_indices, actions, hidden=None, masks=None):
+    def evaluate_actions(self, state, blueprint_indices, actions, hidden=None, masks=None, value_op=None):
         B, T_ = state.shape[:2]
         zero = self.bias * 0  # a graph, so backward runs
         log_probs = {h: self.stored[h][: B] + zero + (self.shift if h == "op" else 0.0) for h in HEAD_NAMES}
@@ -216,7 +217,8 @@ def _wait_only_batch(num_envs: int = 1, steps: int = 2):
         buf.add(obs=torch.zeros(num_envs, D), blueprint_indices=torch.full((num_envs, S), -1),
                 actions=torch.zeros(num_envs, NUM_HEADS, dtype=torch.long),
                 log_probs=torch.full((num_envs, NUM_HEADS), -1.0),
-                value=torch.zeros(num_envs), op_values=torch.zeros(num_envs, NUM_OPS), reward=torch.zeros(num_envs),
+                value=torch.zeros(num_envs), op_values=torch.zeros(num_envs, NUM_OPS),
+                executed_op=torch.zeros(num_envs, dtype=torch.long), reward=torch.zeros(num_envs),
                 done=torch.zeros(num_envs, dtype=torch.bool), truncated=torch.zeros(num_envs, dtype=torch.bool),
                 masks={h: torch.ones(num_envs, k, dtype=torch.bool) for h, k in head_sizes(S).items()})
     return buf.batched()

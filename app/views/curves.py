@@ -11,7 +11,7 @@ from esper_lab.plots import curves as fig
 from .common import chart, live
 
 GRID = (("return", "val_acc"), ("losses", "entropy"), ("kl_clip", "explained_variance"), ("speed", "q_health"),
-        ("advantages",))
+        ("advantages", "illegal"))
 
 
 def _fmt(value, spec: str) -> str:

@@ -1,4 +1,4 @@
-"""The sidebar: pick a run, and start a new training run (preset, critic, envs, seed, updates)."""
+"""The sidebar: pick a run, and start a new training run (preset, critic, masks, backend, envs, seed, updates)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ DEFAULT_PRESET = "demo"
 
 
 def _presets():
-    """(PRESETS, CRITIC_MODES, BACKENDS, preset) from esper_lab.config, or the import error as text."""
+    """(PRESETS, CRITIC_MODES, MASK_MODES, BACKENDS, preset) from esper_lab.config, or the import error as text."""
     try:
-        from esper_lab.config import BACKENDS, CRITIC_MODES, PRESETS, preset
+        from esper_lab.config import BACKENDS, CRITIC_MODES, MASK_MODES, PRESETS, preset
     except Exception as exc:  # noqa: BLE001 - a broken trainer install must not take the viewer down
         return f"{type(exc).__name__}: {exc}"
-    return PRESETS, CRITIC_MODES, BACKENDS, preset
+    return PRESETS, CRITIC_MODES, MASK_MODES, BACKENDS, preset
 
 
 def pick_run(runs: list[RunRef]) -> RunRef | None:
@@ -36,14 +36,15 @@ def pick_run(runs: list[RunRef]) -> RunRef | None:
 def _apply_preset(preset) -> None:
     cfg = preset(st.session_state["train_preset"])
     st.session_state.update(train_envs=cfg.num_envs, train_updates=cfg.updates, train_critic=cfg.policy.critic,
-                            train_backend=cfg.backend)
+                            train_masks=cfg.policy.masks, train_backend=cfg.backend)
 
 
 def _start() -> None:
     ss = st.session_state
     try:
         run_dir = process.start_run(runs_root(), ss["train_preset"], ss["train_critic"], int(ss["train_envs"]),
-                                    int(ss["train_seed"]), int(ss["train_updates"]), ss["train_backend"])
+                                    int(ss["train_seed"]), int(ss["train_updates"]), ss["train_backend"],
+                                    ss["train_masks"])
     except Exception as exc:  # noqa: BLE001 - shown to the user
         ss["train_error"] = f"Could not start training: {type(exc).__name__}: {exc}"
         return
@@ -57,7 +58,7 @@ def train_panel(any_running: bool) -> None:
     if isinstance(found, str):
         st.error(f"Training is unavailable: esper_lab.config does not import ({found}).")
         return
-    presets, critics, backends, preset = found
+    presets, critics, mask_modes, backends, preset = found
     if "train_preset" not in st.session_state:
         st.session_state["train_preset"] = DEFAULT_PRESET if DEFAULT_PRESET in presets else sorted(presets)[0]
         st.session_state["train_seed"] = 0
@@ -66,6 +67,10 @@ def train_panel(any_running: bool) -> None:
                  help="tiny: seconds per update, a smoke test; demo: the default lab run; phase4: Phase 4 sizes")
     st.selectbox("Critic", critics, key="train_critic",
                  help="q_op: Q(s, op) baseline (Phase 4); v: op-independent V(s); q_marginal: Q marginalised over ops")
+    st.selectbox("Masks", mask_modes, key="train_masks",
+                 help="conditional: the slot is sampled among the slots where the sampled op can execute, so every "
+                      "action executes; independent: Phase 4 as shipped (an op drawn for a slot that cannot take it "
+                      "runs as WAIT)")
     st.selectbox("Backend", backends, key="train_backend",
                  help="local: worlds in the trainer's process; process: in worker processes, one per core (the "
                       "demo default); ray: in Ray actors (pip install -e '.[ray]'; docs/scale-out.md)")

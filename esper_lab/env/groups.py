@@ -16,9 +16,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from esper_lab.actions import HEAD_NAMES, NUM_HEADS
+from esper_lab.actions import NUM_HEADS
 from esper_lab.config import WorldConfig
-from esper_lab.env.morpho_env import World, WorldReport
+from esper_lab.env.morpho_env import World, WorldReport, stack_masks
 
 StepResult = tuple[WorldReport, float, bool, dict[str, Any]]
 
@@ -29,9 +29,9 @@ def split_envs(num_envs: int, workers: int) -> list[list[int]]:
 
 
 def masks_of(reports: Sequence[WorldReport]) -> dict[str, torch.Tensor]:
-    """Legal-action masks `{head: bool [E, k]}` computed from the reports alone (no round trip to the workers)."""
-    per_env = [report.action_masks() for report in reports]
-    return {head: torch.stack([m[head] for m in per_env]) for head in HEAD_NAMES}  # [E, k]
+    """Legal-action masks `{head: bool [E, k]}` and `OP_SLOT_KEY: [E, NUM_OPS, S]`, computed from the reports alone
+    (no round trip to the workers)."""
+    return stack_masks([report.action_masks() for report in reports])
 
 
 def step_batch(

@@ -171,7 +171,7 @@ class WorldReport:
         )
 
     def action_masks(self) -> dict[str, torch.Tensor]:
-        """Legal-action masks `{head: bool [k]}` (`actions.compute_action_masks`)."""
+        """Legal-action masks `{head: bool [k]}` and the op-conditioned slot masks (`actions.compute_action_masks`)."""
         return compute_action_masks(self.slot_views(), max_seeds=self.max_seeds, seeds_used=self.seeds_germinated)
 
     def can_execute(self, op: LifecycleOp, slot: int) -> bool:
@@ -495,6 +495,11 @@ class World:
             "return": self.episode_return,
             "epochs": self.epoch,
         }
+
+
+def stack_masks(per_world: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """E worlds' `action_masks()` -> `{key: bool [E, ...]}` for every key (the heads and `OP_SLOT_KEY`)."""
+    return {key: torch.stack([m[key] for m in per_world]) for key in per_world[0]}
 
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:

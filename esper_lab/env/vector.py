@@ -13,9 +13,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from esper_lab.actions import HEAD_NAMES, NUM_HEADS
+from esper_lab.actions import NUM_HEADS
 from esper_lab.config import WorldConfig
-from esper_lab.env.morpho_env import World, WorldReport
+from esper_lab.env.morpho_env import World, WorldReport, stack_masks
 
 
 class VectorEnv:
@@ -44,9 +44,9 @@ class VectorEnv:
         return [world.report() for world in self.worlds]
 
     def masks(self) -> dict[str, torch.Tensor]:
-        """Legal-action masks of every world: `{head: bool [E, k]}` in `HEAD_NAMES` order."""
-        per_env = [world.action_masks() for world in self.worlds]
-        return {head: torch.stack([m[head] for m in per_env]) for head in HEAD_NAMES}  # [E, k]
+        """Legal-action masks of every world: `{head: bool [E, k]}` in `HEAD_NAMES` order, and the op-conditioned
+        slot masks `OP_SLOT_KEY: [E, NUM_OPS, S]`."""
+        return stack_masks([world.action_masks() for world in self.worlds])
 
     def step(
         self, actions: torch.Tensor

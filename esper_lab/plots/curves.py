@@ -98,6 +98,13 @@ def advantages(rows: Rows) -> go.Figure:
                  right=("optimizer_steps",), yaxis="advantage (normalised reward units)")
 
 
+def illegal(rows: Rows) -> go.Figure:
+    """The fraction of sampled actions that could not execute as requested (they ran as WAIT): 0 by construction
+    with conditional masks."""
+    return lines("Illegal actions (fraction of env steps)", rows, ("illegal_fraction",), yaxis="fraction",
+                 yopts={"rangemode": "tozero"})
+
+
 def speed(rows: Rows) -> go.Figure:
     """Stacked seconds per update (env, policy, PPO update) and SPS on the right axis."""
     parts = ("env_seconds", "policy_seconds", "update_seconds")
@@ -147,4 +154,5 @@ def all_curves(rows: Rows, baselines: dict) -> dict[str, go.Figure]:
         "speed": speed(rows),
         "q_health": q_spread_variance(rows),
         "advantages": advantages(rows),
+        "illegal": illegal(rows),
     }

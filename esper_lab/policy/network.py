@@ -33,7 +33,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from esper_lab.actions import EMPTY_BLUEPRINT_INDEX, HEAD_INDEX, HEAD_NAMES, NUM_BLUEPRINTS, NUM_OPS, head_sizes, unpack_heads
+from esper_lab.actions import (
+    EMPTY_BLUEPRINT_INDEX,
+    HEAD_INDEX,
+    HEAD_NAMES,
+    NUM_BLUEPRINTS,
+    NUM_OPS,
+    OP_SLOT_KEY,
+    head_sizes,
+    unpack_heads,
+)
 from esper_lab.config import CRITIC_MODES
 from esper_lab.policy.distributions import MaskedCategorical
 
@@ -136,6 +145,7 @@ class GetActionResult:
     hidden: Hidden  # (h, c), each [1, B, H]; ordinary tensors (no graph, not inference-mode)
     joint_actions: torch.Tensor  # [B, 8] int64
     joint_log_probs: torch.Tensor  # [B, 8]
+    masks: dict[str, torch.Tensor] | None  # head -> [B, k]: the mask each head was sampled under (None: no masks)
 
 
 def _mlp(*sizes: int) -> nn.Sequential:
@@ -282,23 +292,30 @@ class FactoredRecurrentActorCritic(nn.Module):
 
     def _distribution(self, lstm_out: torch.Tensor, masks: Mapping[str, torch.Tensor] | None) -> MaskedCategorical:
         """All eight heads as one MaskedCategorical over the packed `[B, T, 8, 13]` layout."""
+        return self._masked(self._head_logits(lstm_out), masks)
+
+    def _head_logits(self, lstm_out: torch.Tensor) -> torch.Tensor:
+        """Every head's logits, padded and packed: `[B, T, H] -> [B, T, 8, 13]`."""
         K = self.max_head_size
-        logits = torch.stack(
+        return torch.stack(
             [F.pad(self.heads[name](lstm_out), (0, K - k)) for name, k in self.head_sizes.items()], dim=-2
         )  # [B, T, 8, 13]
-        return MaskedCategorical(logits, self._pack_masks(masks, lstm_out.shape[:-1]), row_names=HEAD_NAMES)
+
+    def _masked(self, logits: torch.Tensor, masks: Mapping[str, torch.Tensor] | None) -> MaskedCategorical:
+        """`logits [B, T, 8, 13]` under the per-head masks `{head: bool [B, T, k]}`."""
+        return MaskedCategorical(logits, self._pack_masks(masks, logits.shape[:-2]), row_names=HEAD_NAMES)
 
     def _pack_masks(self, masks: Mapping[str, torch.Tensor] | None, batch_shape: torch.Size) -> torch.Tensor:
         """`{head: bool [B, T, k]}` (a missing head = all legal) -> `[B, T, 8, 13]` bool."""
         packed = self._head_entries.expand(*batch_shape, *self._head_entries.shape)  # [B, T, 8, 13]
         if not masks:
             return packed
-        unknown = set(masks) - set(HEAD_NAMES)
+        unknown = set(masks) - set(HEAD_NAMES) - {OP_SLOT_KEY}
         if unknown:
             raise ValueError(f"masks: unknown heads {sorted(unknown)}; expected keys from {HEAD_NAMES}")
         packed = packed.clone()
         for i, (name, k) in enumerate(self.head_sizes.items()):
-            mask = masks.get(name)
+            mask = masks.get(name)  # the op-conditioned table (OP_SLOT_KEY), if present, is get_action's alone
             if mask is None:
                 continue
             if mask.dtype != torch.bool:
@@ -377,11 +394,19 @@ class FactoredRecurrentActorCritic(nn.Module):
             `actions["op"]`), `op_values [B, 6]`, `hidden`.
         """
         state, blueprint_indices = self._one_step(state, "state"), self._one_step(blueprint_indices, "blueprint_indices")
+        op_slot = masks.get(OP_SLOT_KEY) if masks else None  # [B, 6, S]: conditional masks (None: independent)
         if masks:
-            masks = {name: self._one_step(m, f"masks[{name!r}]") for name, m in masks.items()}  # [B, 1, k]
+            masks = {name: self._one_step(m, f"masks[{name!r}]") for name, m in masks.items() if name != OP_SLOT_KEY}
         lstm_out, hidden = self.encode(state, blueprint_indices, hidden)  # [B, 1, H]
-        dist = self._distribution(lstm_out, masks)  # [B, 1, 8, 13]
+        logits = self._head_logits(lstm_out)  # [B, 1, 8, 13]
+        dist = self._masked(logits, masks)
         chosen = dist.mode() if deterministic else dist.sample()  # [B, 1, 8]
+        if op_slot is not None:  # op first, then every other head with the slot mask of the op just drawn
+            op = chosen[..., OP]  # [B, 1]
+            masks = {**(masks or {}), "slot": self._slot_mask_for(op_slot, op)}  # slot: [B, 1, S]
+            dist = self._masked(logits, masks)  # the op row is unchanged, so the op's log-prob is too
+            chosen = dist.mode() if deterministic else dist.sample()  # [B, 1, 8]
+            chosen[..., OP] = op  # keep the op the slot mask was chosen for
         log_probs = dist.log_probs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)  # [B, 1, 8]
         op = chosen[..., OP]  # [B, 1]
         op_values = self.q_values(lstm_out)  # [B, 1, 6]
@@ -397,7 +422,16 @@ class FactoredRecurrentActorCritic(nn.Module):
             hidden=hidden,
             joint_actions=joint_actions,
             joint_log_probs=joint_log_probs,
+            masks={name: m[:, 0] for name, m in masks.items()} if masks else None,
         )
+
+    def _slot_mask_for(self, op_slot: torch.Tensor, op: torch.Tensor) -> torch.Tensor:
+        """The conditional slot mask of the chosen op: `op_slot [B, 6, S]`, `op [B, 1]` -> `[B, 1, S]`."""
+        B, _, S = op_slot.shape
+        if tuple(op_slot.shape) != (B, NUM_OPS, self.num_slots) or op_slot.dtype != torch.bool:
+            raise ValueError(f"masks[{OP_SLOT_KEY!r}] must be bool [B, {NUM_OPS}, {self.num_slots}], got "
+                             f"{op_slot.dtype} {tuple(op_slot.shape)}")
+        return op_slot.gather(1, op.unsqueeze(-1).expand(B, 1, S))  # [B, 1, S]
 
     def evaluate_actions(
         self,
@@ -406,6 +440,7 @@ class FactoredRecurrentActorCritic(nn.Module):
         actions: Mapping[str, torch.Tensor] | torch.Tensor,
         hidden: Hidden | None = None,
         masks: Mapping[str, torch.Tensor] | None = None,
+        value_op: torch.Tensor | None = None,
     ) -> EvaluateOutput:
         """PPO-update pass: log-probs and entropies of stored actions, the baseline for the STORED op.
 
@@ -413,17 +448,21 @@ class FactoredRecurrentActorCritic(nn.Module):
             state: `[B, T, D]`. blueprint_indices: `[B, T, S]` int64, the ones the policy saw.
             actions: `{head: int64 [B, T]}` for every head in HEAD_NAMES, or the joint `[B, T, 8]` (columns in
                 HEAD_NAMES order), legal under `masks`.
-            hidden: (h, c) at the start of the sequences, or None for zeros. masks: `{head: bool [B, T, k]}`.
+            hidden: (h, c) at the start of the sequences, or None for zeros. masks: `{head: bool [B, T, k]}`, the
+                masks each head was sampled under.
+            value_op: `[B, T]` int64, the op `value` and `q_value` are conditioned on; default the stored op. The
+                trainer passes the EXECUTED op, which differs from the stored one only where an action could not
+                execute as requested (it ran as WAIT): Q(s, op) is then fitted on the op that really ran.
         Returns:
             EvaluateOutput(log_probs {head: [B, T]}, value [B, T], entropy {head: [B, T]}, hidden,
-            q_value [B, T] = Q(s, stored op) on detached features: add it as an auxiliary loss in critic "v").
+            q_value [B, T] = Q(s, value_op) on detached features: add it as an auxiliary loss in critic "v").
         """
         lstm_out, hidden = self.encode(state, blueprint_indices, hidden)  # [B, T, H]
         dist = self._distribution(lstm_out, masks)  # [B, T, 8, 13]
         joint = self._pack_actions(actions, lstm_out.shape[:-1])  # [B, T, 8]
         log_probs = dist.log_prob(joint)  # [B, T, 8]
         entropy = dist.entropy()  # [B, T, 8]
-        op = joint[..., OP]  # [B, T]
+        op = joint[..., OP] if value_op is None else value_op  # [B, T]
         value = self._baseline(lstm_out, op, dist.probs[..., OP, :NUM_OPS])  # [B, T]
         q_value = self._compute_value(lstm_out.detach(), op)  # [B, T]
         return EvaluateOutput(

@@ -6,7 +6,9 @@ sequence from the hidden state the row started from. `reset(initial_hidden)` sta
 tensors the policy saw and returned:
 
     obs [E, D]  (NORMALISED)     blueprint_indices [E, S] int64   actions / log_probs: [E, 8] (joint, HEAD_NAMES order)
-    value [E]   op_values [E, 6]  reward / done / truncated [E]      masks: {head: [E, k] bool}
+    value [E]   op_values [E, 6]  reward / done / truncated [E]      executed_op [E] int64 (what the world ran)
+    masks: {head: [E, k] bool}, the mask each head was SAMPLED under (with conditional masks the slot mask is the
+           one of the op drawn), so re-evaluating the stored actions reproduces the stored log-probs exactly
 
 Only the initial hidden state is kept: the update re-runs whole rows, so the state at any later step is recomputed
 by the LSTM itself. Every field is required: forgetting one (say `blueprint_indices`, the addendum's "pitfall 2:
@@ -44,6 +46,7 @@ class RolloutBatch:
     log_probs: torch.Tensor  # [E, T, 8] float32
     values: torch.Tensor  # [E, T]
     op_values: torch.Tensor  # [E, T, 6]
+    executed_ops: torch.Tensor  # [E, T] int64: the op the world executed (WAIT where the requested one could not run)
     rewards: torch.Tensor  # [E, T]
     dones: torch.Tensor  # [E, T] bool
     truncated: torch.Tensor  # [E, T] bool
@@ -111,6 +114,7 @@ class RolloutBuffer:
         self.log_probs = torch.zeros(E, T, NUM_HEADS, device=dev)  # [E, T, 8]
         self.values = torch.zeros(E, T, device=dev)  # [E, T]
         self.op_values = torch.zeros(E, T, NUM_OPS, device=dev)  # [E, T, 6]
+        self.executed_ops = torch.zeros(E, T, dtype=torch.long, device=dev)  # [E, T]
         self.rewards = torch.zeros(E, T, device=dev)  # [E, T]
         self.dones = torch.zeros(E, T, dtype=torch.bool, device=dev)  # [E, T]
         self.truncated = torch.zeros(E, T, dtype=torch.bool, device=dev)  # [E, T]
@@ -151,6 +155,7 @@ class RolloutBuffer:
         log_probs: torch.Tensor | None = None,
         value: torch.Tensor | None = None,
         op_values: torch.Tensor | None = None,
+        executed_op: torch.Tensor | None = None,
         reward: torch.Tensor | None = None,
         done: torch.Tensor | None = None,
         truncated: torch.Tensor | None = None,
@@ -162,13 +167,14 @@ class RolloutBuffer:
         naming the capacity when the buffer already holds `max_steps` steps. Everything is detached and copied.
         """
         given = dict(obs=obs, blueprint_indices=blueprint_indices, actions=actions, log_probs=log_probs, value=value,
-                     op_values=op_values, reward=reward, done=done, truncated=truncated, masks=masks)
+                     op_values=op_values, executed_op=executed_op, reward=reward, done=done, truncated=truncated,
+                     masks=masks)
         missing = [name for name, x in given.items() if x is None]
         if missing:
             raise BufferSchemaError(
                 f"RolloutBuffer.add: missing field(s) {missing}. Every step must store all of {list(given)} "
                 "(the policy's view of the step: normalised obs, blueprint_indices, the joint action [E, 8], its "
-                "per-head log-probs [E, 8], value, op_values and masks)."
+                "per-head log-probs [E, 8], value, op_values, the executed op and the masks it was sampled under)."
             )
         if self.step >= self.max_steps:
             raise BufferFullError(
@@ -194,6 +200,7 @@ class RolloutBuffer:
             self._put(f"masks[{h!r}]", self.masks[h], t, masks[h], (E, self.head_sizes[h]))
         self._put("value", self.values, t, value, (E,))
         self._put("op_values", self.op_values, t, op_values, (E, NUM_OPS))
+        self._put("executed_op", self.executed_ops, t, executed_op, (E,))
         self._put("reward", self.rewards, t, reward, (E,))
         self._put("done", self.dones, t, done, (E,))
         self._put("truncated", self.truncated, t, truncated, (E,))
@@ -230,6 +237,7 @@ class RolloutBuffer:
             log_probs=self.log_probs[:, :T],
             values=self.values[:, :T],
             op_values=self.op_values[:, :T],
+            executed_ops=self.executed_ops[:, :T],
             rewards=self.rewards[:, :T],
             dones=self.dones[:, :T],
             truncated=self.truncated[:, :T],

@@ -8,7 +8,9 @@ One call, `PPOUpdater(policy, cfg).update(batch)`, reads top to bottom:
    minibatch re-runs its rows as one sequence each, from their stored initial hidden state: one
    `evaluate_actions` call, one LSTM call, no Python loop over time.
 3. Per head: log ratio (clamped to +-20) against the stored per-head log-prob, the clipped surrogate and the
-   entropy, both averaged only over the steps where that head mattered for the STORED op (`actions.causal_masks`).
+   entropy, both averaged only over the steps where that head mattered for the EXECUTED op (`actions.causal_masks`
+   of `executed_ops`: an action that could not run as requested ran as WAIT, and only its op head chose that).
+   The value, Q(s, op) in critic 'q_op', is conditioned on the executed op too.
 4. Approximate KL, per head `(r - 1) - log r` over its causal steps, weighted by causal fraction. It is checked
    BEFORE the optimizer step: above 1.5 x target_kl the update stops and that step never happens (Esper commit
    e3f72b3 (tachyon-beep/esper-lite): the KL check moved before the step, so target_kl works even with one epoch).
@@ -245,11 +247,11 @@ class PPOUpdater:
             ratio_dev: max |ratio - 1| over every head and valid step (0 before any step: the stored data is exact).
         """
         cfg = self.cfg
+        op = mb.executed_ops  # [e, T]: the op that ran (the requested one unless it could not execute)
         out = self.agent.evaluate_actions(
-            mb.obs, mb.blueprint_indices, mb.actions, masks=mb.masks, hidden=mb.initial_hidden
-        )  # log_probs / entropy: {head: [e, T]}, value: [e, T]
+            mb.obs, mb.blueprint_indices, mb.actions, masks=mb.masks, hidden=mb.initial_hidden, value_op=op
+        )  # log_probs / entropy: {head: [e, T]}, value: [e, T] for the executed op
         valid = mb.valid  # [e, T]
-        op = mb.actions[..., HEAD_INDEX["op"]]  # [e, T], the stored op
         relevant = {h: m & valid for h, m in causal_masks(op).items()}  # {head: [e, T] bool}
         head_adv = per_head_advantages(advantages, op)  # {head: [e, T]}
 
@@ -290,7 +292,7 @@ class PPOUpdater:
 
         q_aux_loss = advantages.new_zeros(())
         if self.critic == "v":
-            # Q(s, stored op) on DETACHED trunk features: this loss moves the Q head only (as in Esper commit 6a27b8e).
+            # Q(s, executed op) on DETACHED trunk features: this loss moves the Q head only (as in Esper commit 6a27b8e).
             q_aux_loss = 0.5 * masked_mean((out.q_value - returns).pow(2), valid)
 
         losses = dict(policy_loss=policy_loss, value_loss=value_loss, entropy_loss=entropy_loss,

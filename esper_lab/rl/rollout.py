@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
-from esper_lab.actions import HEAD_INDEX, NUM_OPS
+from esper_lab.actions import HEAD_INDEX, NUM_OPS, OP_SLOT_KEY, LifecycleOp, check_op_slot_masks
 from esper_lab.agent import Agent
 from esper_lab.policy.normalize import RewardNormalizer
 from esper_lab.rl.buffer import RolloutBuffer
@@ -30,6 +30,7 @@ class Telemetry:
     episode_returns: torch.Tensor | None = None  # [E] raw (un-normalised) return
     op_counts: torch.Tensor = field(default_factory=lambda: torch.zeros(NUM_OPS, dtype=torch.long))  # [6]
     illegal: int = 0  # actions that could not execute as requested (they ran as WAIT)
+    steps: int = 0  # env steps seen (E per step)
     events: list[dict[str, Any]] = field(default_factory=list)
     env_seconds: float = 0.0  # inside envs.step
     policy_seconds: float = 0.0  # features, masks, get_action, buffer writes, bootstrap
@@ -40,11 +41,17 @@ class Telemetry:
         self.episode_returns = rewards.clone() if self.episode_returns is None else self.episode_returns + rewards
         self.op_counts += torch.bincount(actions[:, HEAD_INDEX["op"]], minlength=NUM_OPS)
         self.illegal += sum(bool(info.get("illegal")) for info in infos)
+        self.steps += len(infos)
         self.events += [{"kind": "transition", "update": self.update, "env": i,
                          "contribution": _contribution(reports[i], ev.get("slot")), **ev}
                         for i, info in enumerate(infos) for ev in info.get("events", [])]
         if self.trace:
             self.events += tick_records(reports, self.update, epoch)
+
+    @property
+    def illegal_fraction(self) -> float:
+        """Illegal actions / env steps (0 by construction with conditional masks)."""
+        return self.illegal / self.steps if self.steps else float("nan")
 
 
 @dataclass
@@ -71,15 +78,19 @@ def collect(agent: Agent, envs: Any, buffer: RolloutBuffer, reward_norm: RewardN
     raw_obs, raw_rewards, dones = [], [], []
     for epoch in range(1, buffer.max_steps + 1):
         t0 = time.perf_counter()
-        masks = envs.masks()  # {head: [E, k]}
+        masks = envs.masks()  # {head: [E, k]}, OP_SLOT_KEY: [E, 6, S]
+        if OP_SLOT_KEY in masks:
+            check_op_slot_masks(masks, epoch)
         seen, step = agent.act(reports, masks, hidden)  # obs [E, D], joint_actions [E, 8]
         t1 = time.perf_counter()
         reports, rewards, terminated, truncated, infos = envs.step(step.joint_actions)
         t2 = time.perf_counter()
         done = terminated | truncated  # [E]
+        executed = executed_ops(infos, step.joint_actions)  # [E]
         buffer.add(obs=seen.obs, blueprint_indices=seen.blueprint_indices, actions=step.joint_actions,
-                   log_probs=step.joint_log_probs, value=step.value, op_values=step.op_values,
-                   reward=reward_norm.normalize(rewards), done=done, truncated=truncated, masks=masks)
+                   log_probs=step.joint_log_probs, value=agent.executed_value(step, executed),
+                   op_values=step.op_values, executed_op=executed, reward=reward_norm.normalize(rewards),
+                   done=done, truncated=truncated, masks=step.masks)  # the masks each head was sampled under
         hidden = step.hidden  # carried, also into the bootstrap below
         raw_obs.append(seen.raw)
         raw_rewards.append(rewards)
@@ -92,6 +103,13 @@ def collect(agent: Agent, envs: Any, buffer: RolloutBuffer, reward_norm: RewardN
         buffer.set_bootstrap(agent.bootstrap(reports, envs.masks(), hidden) * truncated.float())
         telemetry.policy_seconds += time.perf_counter() - t0
     return Rollout(torch.cat(raw_obs), torch.stack(raw_rewards, 1), torch.stack(dones, 1), list(infos), telemetry)
+
+
+def executed_ops(infos: Sequence[dict[str, Any]], actions: torch.Tensor) -> torch.Tensor:
+    """`[E]` int64: the op each world executed (`info["executed_op"]`; the requested op where a world does not say)."""
+    requested = actions[:, HEAD_INDEX["op"]].tolist()
+    return torch.tensor([LifecycleOp[info["executed_op"]] if "executed_op" in info else op
+                         for info, op in zip(infos, requested)], dtype=torch.long)
 
 
 def _contribution(report: Any, slot_id: str | None) -> float | None:

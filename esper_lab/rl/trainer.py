@@ -122,6 +122,7 @@ class Trainer:
             "seed_params": mean_of("seed_params"),
             "host_params": mean_of("host_params"),
             "illegal_actions": tm.illegal,
+            "illegal_fraction": tm.illegal_fraction,
             **{f"op_count_{name}": int(count) for name, count in zip(OP_NAMES, tm.op_counts)},
         }
         assert tuple(record) == ROLLOUT_METRIC_KEYS, "the rollout record and runs.ROLLOUT_METRIC_KEYS disagree"
