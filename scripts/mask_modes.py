@@ -1,0 +1,119 @@
+"""Conditional vs independent masks on the same budget: the README's "Every sampled action can execute" table.
+
+For each seed, one `demo` run per mask mode (interleaved: conditional then independent, seed by seed, so both see
+the same machine load), each for the same wall-clock budget; then each checkpoint is evaluated on the same unseen
+episodes (episode seeds from 5,000,000 on: no training world of seeds 0 to 4 uses them), beside the baselines.
+
+    .venv/bin/python scripts/mask_modes.py                                # 3 seeds x 10 minutes x 2 modes (~70 min)
+    .venv/bin/python scripts/mask_modes.py --minutes 1 --seeds 0          # a quick look
+    .venv/bin/python scripts/mask_modes.py --summarize-only               # the table from results/ as they are
+
+Runs go to `--runs-root` (default /tmp/esper-mask-runs, not the user's runs/); evaluations and the summary to
+`results/masks-*.json` and `results/masks_summary.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from esper_lab.runs import RunReader  # noqa: E402
+
+MODES = ("conditional", "independent")
+EVAL_SEED = 5_000_000
+
+
+def run(cmd: list[str]) -> None:
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO)
+
+
+def train_and_evaluate(mode: str, seed: int, args: argparse.Namespace) -> None:
+    run_dir = args.runs_root / f"demo-{mode}-s{seed}"
+    exe = str(REPO / ".venv" / "bin" / "esper-lab")
+    run([exe, "train", "--preset", "demo", "--seed", str(seed), "--updates", "100000", "--max-minutes",
+         str(args.minutes), "--set", f"policy.masks={mode}", "--run-dir", str(run_dir), "--quiet"])
+    run([exe, "evaluate", "--checkpoint", str(run_dir / "checkpoint.pt"), "--policy", "none", "--episodes",
+         str(args.episodes), "--seed", str(EVAL_SEED), "--json", str(args.out / f"masks-{mode}-s{seed}.json")])
+
+
+def summarize(args: argparse.Namespace) -> dict:
+    """Per mode: illegal fraction at update 1 and over the last 10 updates, updates done, and the pooled evaluation."""
+    summary: dict = {"eval_seed": EVAL_SEED, "minutes": args.minutes, "modes": {}}
+    for mode in MODES:
+        seeds = [s for s in args.seeds if (args.out / f"masks-{mode}-s{s}.json").is_file()]
+        rows = {s: RunReader(args.runs_root / f"demo-{mode}-s{s}").metrics() for s in seeds}
+        evals = {s: json.loads((args.out / f"masks-{mode}-s{s}.json").read_text())["trained"] for s in seeds}
+        if not seeds:
+            continue
+        pooled_return = [v for e in evals.values() for v in e["return_list"]]
+        pooled_acc = [v for e in evals.values() for v in e["final_val_acc_list"]]
+        summary["modes"][mode] = {
+            "seeds": seeds,
+            "updates": [len(rows[s]) for s in seeds],
+            "illegal_fraction_update_1": [rows[s][0]["illegal_fraction"] for s in seeds if rows[s]],
+            "illegal_fraction_last_10": [statistics.fmean(r["illegal_fraction"] for r in rows[s][-10:])
+                                         for s in seeds if rows[s]],
+            "eval_illegal_fraction": [evals[s]["illegal_fraction"] for s in seeds],
+            "eval_return": [evals[s]["return_mean"] for s in seeds],
+            "eval_final_val_acc": [evals[s]["final_val_acc_mean"] for s in seeds],
+            "pooled_return": (statistics.fmean(pooled_return), statistics.pstdev(pooled_return)),
+            "pooled_final_val_acc": (statistics.fmean(pooled_acc), statistics.pstdev(pooled_acc)),
+            "episodes": len(pooled_return),
+        }
+    baselines = args.out / "masks-baselines.json"
+    if baselines.is_file():
+        summary["baselines"] = {name: {"return": (r["return_mean"], r["return_std"]),
+                                       "final_val_acc": (r["final_val_acc_mean"], r["final_val_acc_std"]),
+                                       "illegal_fraction": r["illegal_fraction"]}
+                                for name, r in json.loads(baselines.read_text()).items()}
+    return summary
+
+
+def table(summary: dict) -> str:
+    lines = ["| masks | updates | illegal at update 1 | illegal, last 10 updates | illegal in evaluation | "
+             "evaluated return | final val acc % |", "|---|---|---|---|---|---|---|"]
+    pct = lambda xs: ", ".join(f"{100 * x:.1f} %" for x in xs)  # noqa: E731
+    for mode, m in summary["modes"].items():
+        lines.append(f"| {mode} | {', '.join(map(str, m['updates']))} | {pct(m['illegal_fraction_update_1'])} | "
+                     f"{pct(m['illegal_fraction_last_10'])} | {pct(m['eval_illegal_fraction'])} | "
+                     f"{m['pooled_return'][0]:.1f} ± {m['pooled_return'][1]:.1f} | "
+                     f"{m['pooled_final_val_acc'][0]:.1f} ± {m['pooled_final_val_acc'][1]:.1f} |")
+    for name, b in summary.get("baselines", {}).items():
+        lines.append(f"| {name} (baseline) | | | | {100 * b['illegal_fraction']:.1f} % | "
+                     f"{b['return'][0]:.1f} ± {b['return'][1]:.1f} | "
+                     f"{b['final_val_acc'][0]:.1f} ± {b['final_val_acc'][1]:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per run (default 10)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds (default 0,1,2)")
+    parser.add_argument("--episodes", type=int, default=20, help="evaluation episodes per run (default 20)")
+    parser.add_argument("--runs-root", type=Path, default=Path("/tmp/esper-mask-runs"))
+    parser.add_argument("--out", type=Path, default=REPO / "results")
+    parser.add_argument("--summarize-only", action="store_true")
+    args = parser.parse_args()
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    if not args.summarize_only:
+        exe = str(REPO / ".venv" / "bin" / "esper-lab")
+        run([exe, "evaluate", "--preset", "demo", "--policy", "all", "--episodes", str(args.episodes), "--seed",
+             str(EVAL_SEED), "--json", str(args.out / "masks-baselines.json")])
+        for seed in args.seeds:
+            for mode in MODES:
+                train_and_evaluate(mode, seed, args)
+    summary = summarize(args)
+    (args.out / "masks_summary.json").write_text(json.dumps(summary, indent=2))
+    print(table(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
