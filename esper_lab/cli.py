@@ -72,14 +72,15 @@ def _checked(parse):
 
 
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
-    from esper_lab.compare import report as cmp
+    from esper_lab.bench.compare import report as cmp
 
     p = sub.add_parser("bench", help="measure speed on this machine")
     p.add_argument("what", choices=("env", "policy", "train", "compare"), help="env: ms per env step; policy: "
-                   "get_action and forward+backward; train: SPS and the env / policy / update split; compare: "
+                   "get_action and the real PPO update; train: SPS and the env / policy / update split; compare: "
                    "side by side with sb3-contrib's RecurrentPPO (needs pip install -e '.[bench]'; about 40 min "
                    "with the defaults, mostly part C's 6 runs)")
-    p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="preset (default: demo; compare: part C)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="preset (default: demo; policy: phase4, its sizes; compare: part C's world)")
     p.add_argument("--steps", type=int, default=60, help="env steps to time (bench env; default: 60)")
     p.add_argument("--updates", type=int, default=3, help="updates to time (bench train; default: 3)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
@@ -180,7 +181,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from esper_lab.evaluate import evaluate_policies, format_table
-    from esper_lab.policy.trained import load_trained_policy
+    from esper_lab.agent import load_trained_policy
 
     policies: list[Any] = []
     names = BASELINE_NAMES if args.policy == "all" else (() if args.policy == "none" else (args.policy,))
@@ -237,34 +238,41 @@ def _start_background_training(preset_name: str, env: dict[str, str]) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
+    name = args.preset or ("phase4" if args.what == "policy" else "demo")
     if args.what == "compare":
-        from esper_lab.compare import report
+        from esper_lab.bench.compare import report
 
         return report.main(report.CompareConfig(
             parts=args.parts, threads=args.threads, repeats=args.repeats, budget_minutes=args.budget_minutes,
-            seeds=args.seeds, episodes=args.episodes, preset=args.preset, json_path=args.json or report.DEFAULT_JSON,
+            seeds=args.seeds, episodes=args.episodes, preset=name, json_path=args.json or report.DEFAULT_JSON,
             lstm_hidden=args.lstm_hidden))
     torch.set_num_threads(args.threads)
-    cfg = preset(args.preset)
     if args.what == "env":
-        from esper_lab.env.timing import bench_env
+        from esper_lab.bench.env import bench_env
 
-        figures = bench_env(cfg.world, steps=args.steps, seed=0)
+        figures = bench_env(preset(name).world, steps=args.steps, seed=0)
     elif args.what == "policy":
-        from esper_lab.policy.timing import bench_policy
+        from esper_lab.bench.policy import bench_policy
 
-        figures = bench_policy(threads=args.threads)
+        figures = bench_policy(name, threads=args.threads)
     else:
-        from esper_lab.rl.timing import bench_train
+        from esper_lab.bench.train import bench_train
 
-        figures = bench_train(cfg, updates=args.updates)
-    figures = {"what": args.what, "preset": args.preset, "threads": args.threads, **figures}
+        figures = bench_train(preset(name), updates=args.updates)
+    figures = {"what": args.what, "preset": name, "threads": args.threads, **figures}
     width = max(len(k) for k in figures)
     for key, value in figures.items():
-        print(f"{key:<{width}}  {value:.3f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+        print(f"{key:<{width}}  {_figure(value)}")
     if args.json:
         _write_json(args.json, figures)
     return 0
+
+
+def _figure(value: Any) -> str:
+    """A bench figure for the terminal: floats to 3 decimals, also inside a dict such as `{4: 0.586, 8: 0.639}`."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_figure(v)}" for k, v in value.items()) + "}"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from esper_lab.bench.timing import measure
 from esper_lab.config import preset
 from esper_lab.env.ray_vector import RayVectorEnv, connect
 from esper_lab.env.vector import VectorEnv
@@ -67,12 +68,7 @@ def play(envs, steps: int, warmup: int, seed: int) -> dict[str, float]:
 def echo_ms(envs: RayVectorEnv, repeats: int) -> float:
     """Median ms of a no-work step round trip (after at least one real step)."""
     actions = torch.zeros(envs.num_envs, 8, dtype=torch.int64)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        envs.echo(actions)
-        times.append(1e3 * (time.perf_counter() - t0))
-    return statistics.median(times)
+    return measure(lambda: envs.echo(actions), repeats=repeats, warmup=0, scale=1e3)["median"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,8 @@ import torch
 
 from esper_lab.actions import HEAD_NAMES, head_sizes
 from esper_lab.cli import build_parser
-from esper_lab.compare import report
-from esper_lab.compare.timing import summarize
+from esper_lab.bench.compare import report
+from esper_lab.bench.timing import summarize
 from esper_lab.config import ConfigError, preset
 
 SMALL_H = 32
@@ -41,7 +41,7 @@ def sb3():
 
 def test_our_update_makes_one_lstm_call_per_minibatch_at_every_length_while_sb3_loops_on_short_episodes():
     sb3()
-    from esper_lab.compare.update import UpdateBenchConfig, bench_ours, bench_sb3
+    from esper_lab.bench.compare.update import UpdateBenchConfig, bench_ours, bench_sb3
 
     cfg = UpdateBenchConfig(lstm_hidden_dim=SMALL_H, repeats=1)
     for L in cfg.episode_lengths:
@@ -59,16 +59,14 @@ def test_our_update_makes_one_lstm_call_per_minibatch_at_every_length_while_sb3_
 
 @pytest.mark.parametrize("L, rows, steps, chunked", [(1024, 8, 128, True), (32, 32, 32, False), (8, 128, 8, False)])
 def test_our_buffer_has_1024_samples_and_dones_only_where_episodes_end(L, rows, steps, chunked):
-    from esper_lab.compare.update import UpdateBenchConfig, fill_buffer, our_layout
-    from esper_lab.config import PolicyConfig, PPOConfig
-    from esper_lab.features import OBS_DIM
-    from esper_lab.policy.bundle import LSTMPolicyBundle
-    from esper_lab.rl.ppo import PPOUpdater
+    from esper_lab.bench.compare.update import UpdateBenchConfig, our_layout, our_update
+    from esper_lab.agent import Agent
+    from esper_lab.config import PolicyConfig
 
     assert our_layout(L) == (rows, steps, chunked)
     torch.manual_seed(0)
-    bundle = LSTMPolicyBundle.from_config(OBS_DIM, PolicyConfig(feature_dim=32, lstm_hidden_dim=SMALL_H))
-    batch = fill_buffer(bundle, L, UpdateBenchConfig(lstm_hidden_dim=SMALL_H)).batched()
+    agent = Agent.from_config(PolicyConfig(feature_dim=32, lstm_hidden_dim=SMALL_H))
+    batch, update = our_update(agent, L, UpdateBenchConfig(lstm_hidden_dim=SMALL_H, epochs=1))
     assert (batch.num_envs, batch.num_steps) == (rows, steps)
     assert int(batch.valid.sum()) == 1024
     assert not batch.dones[:, :-1].any() and batch.dones[:, -1].all()  # one episode end per row, at its last step
@@ -76,19 +74,19 @@ def test_our_buffer_has_1024_samples_and_dones_only_where_episodes_end(L, rows, 
     assert bool((batch.bootstrap_values[:, -1] != 0).all()) is chunked and not batch.bootstrap_values[:, :-1].any()
     assert bool(batch.initial_hidden[0].abs().sum() > 0) is chunked  # a chunk starts mid-episode
     # The stored log-probs are exact: re-running each row from its stored initial hidden state gives ratio 1.
-    metrics = PPOUpdater(bundle, PPOConfig(epochs=1, minibatches=4, target_kl=None)).update(batch)
-    assert metrics["ratio_first"] < 1e-4
+    metrics = update()  # PPOConfig(epochs=1, minibatches=4, target_kl=None)
+    assert metrics["ratio_first"] < 1e-4 and metrics["optimizer_steps"] == 4
 
 
 def test_our_layout_rejects_lengths_that_do_not_tile_the_rollout():
-    from esper_lab.compare.update import our_layout
+    from esper_lab.bench.compare.update import our_layout
 
     with pytest.raises(ConfigError, match="must divide"):
         our_layout(24)
 
 
 def test_lstm_counter_sums_time_times_batch_and_unhooks():
-    from esper_lab.compare.update import count_lstm_calls
+    from esper_lab.bench.compare.update import count_lstm_calls
 
     net = torch.nn.Sequential(torch.nn.LSTM(4, 8, batch_first=True))
     lstm = net[0]
@@ -104,7 +102,7 @@ def test_lstm_counter_sums_time_times_batch_and_unhooks():
 
 def test_part_a_returns_positive_finite_timings_for_every_cell():
     sb3()
-    from esper_lab.compare.inference import InferenceBenchConfig, run_inference
+    from esper_lab.bench.compare.inference import InferenceBenchConfig, run_inference
 
     cfg = InferenceBenchConfig(hidden_sizes=(16,), batches=(2, 1), steps=3, repeats=2)
     result = run_inference(cfg)
@@ -125,14 +123,14 @@ def test_part_a_returns_positive_finite_timings_for_every_cell():
 
 
 def test_sb3_world_hyperparameters_match_ours_where_sb3_has_the_knob():
-    from esper_lab.compare.sb3_side import world_hyperparameters
+    from esper_lab.bench.compare.sb3_side import world_hyperparameters
 
     cfg = preset("demo")
     hp = world_hyperparameters(cfg)
     assert hp["n_envs"] == cfg.num_envs and hp["n_steps"] == cfg.world.max_epochs  # one rollout = one episode
     assert hp["batch_size"] * cfg.ppo.minibatches == cfg.num_envs * cfg.world.max_epochs
     assert (hp["n_epochs"], hp["learning_rate"], hp["gamma"], hp["gae_lambda"]) == (
-        cfg.ppo.epochs, cfg.ppo.lr, cfg.ppo.gamma, cfg.ppo.gae_lambda)
+        cfg.ppo.epochs, cfg.ppo.lr, cfg.gamma, cfg.ppo.gae_lambda)
     assert (hp["clip_range"], hp["max_grad_norm"], hp["target_kl"], hp["vf_coef"]) == (
         0.2, cfg.ppo.max_grad_norm, cfg.ppo.target_kl, cfg.ppo.value_coef)
     assert hp["ent_coef"] == 0.01 and hp["policy_kwargs"] == {"lstm_hidden_size": 512}
@@ -140,7 +138,7 @@ def test_sb3_world_hyperparameters_match_ours_where_sb3_has_the_knob():
 
 def test_sb3_adapter_builds_morpho_env_observations_and_returns_actions_within_head_sizes():
     sb3()
-    from esper_lab.compare.sb3_side import SB3Policy, make_world_model
+    from esper_lab.bench.compare.sb3_side import SB3Policy, make_world_model
     from esper_lab.env.morpho_env import MorphoEnv
     from esper_lab.env.vector import VectorEnv
     from esper_lab.evaluate import run_episodes
@@ -181,7 +179,7 @@ def test_sb3_adapter_builds_morpho_env_observations_and_returns_actions_within_h
 
 def test_same_world_stops_both_sides_after_the_first_update_past_the_budget():
     sb3()
-    from esper_lab.compare.same_world import SameWorldConfig, run_same_world
+    from esper_lab.bench.compare.same_world import SameWorldConfig, run_same_world
 
     cfg = SameWorldConfig(preset="tiny", budget_minutes=1e-4, seeds=(0,), episodes=1, threads=1,
                           overrides={"world.max_epochs": 3, "policy.lstm_hidden_dim": 16, "policy.feature_dim": 16})
@@ -198,7 +196,7 @@ def test_same_world_stops_both_sides_after_the_first_update_past_the_budget():
 
 
 def test_missing_sb3_raises_an_error_naming_the_install(monkeypatch):
-    from esper_lab.compare.sb3_side import BenchDependencyError, require_sb3
+    from esper_lab.bench.compare.sb3_side import BenchDependencyError, require_sb3
 
     monkeypatch.setitem(sys.modules, "sb3_contrib", None)  # `import sb3_contrib` now raises ImportError
     with pytest.raises(BenchDependencyError, match=r"pip install -e '\.\[bench\]'"):
@@ -346,7 +344,7 @@ def test_config_validation_names_the_bad_setting():
 
 
 def test_sb3_gets_parallel_worlds_exactly_when_ours_runs_them_in_parallel():
-    from esper_lab.compare.sb3_side import world_vec_env
+    from esper_lab.bench.compare.sb3_side import world_vec_env
 
     assert world_vec_env(preset("tiny", backend="local")) == "DummyVecEnv"
     assert world_vec_env(preset("tiny", backend="process")) == "SubprocVecEnv"
@@ -357,7 +355,7 @@ def test_sb3_learns_on_worlds_in_worker_processes():
     sb3()
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
-    from esper_lab.compare.sb3_side import make_world_model
+    from esper_lab.bench.compare.sb3_side import make_world_model
 
     cfg = preset("tiny", **{"backend": "process", "world.max_epochs": 2, "policy.lstm_hidden_dim": 8})
     model = make_world_model(cfg, seed=0)

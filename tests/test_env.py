@@ -7,11 +7,18 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from esper_lab.actions import HEAD_NAMES, BlueprintAction, GerminationStyle, LifecycleOp, SeedStage, TempoAction
+from esper_lab.actions import (
+    HEAD_NAMES,
+    OP_SLOT_KEY,
+    BlueprintAction,
+    GerminationStyle,
+    LifecycleOp,
+    SeedStage,
+    TempoAction,
+)
 from esper_lab.config import WorldConfig
 from esper_lab.env.morpho_env import MorphoEnv, World, WorldAdam
 from esper_lab.env.reward import REWARD_TERMS
-from esper_lab.env.timing import bench_env
 from esper_lab.env.vector import VectorEnv
 from esper_lab.features import OBS_DIM, batch_obs_to_features
 from esper_lab.policy.baselines import RandomLegalPolicy
@@ -61,7 +68,7 @@ def test_spaces_and_observation_match_features():
     assert np.array_equal(obs["obs"], expected_obs[0].numpy())
     assert obs["blueprint_indices"].tolist() == [-1, int(BlueprintAction.CONV_HEAVY), -1] == expected_idx[0].tolist()
     assert not terminated and not truncated and isinstance(reward, float)
-    assert set(env.action_masks()) == set(HEAD_NAMES)
+    assert set(env.action_masks()) == {*HEAD_NAMES, OP_SLOT_KEY}
 
 
 def test_same_seed_same_episode_and_different_seed_differs():
@@ -141,7 +148,8 @@ def test_vector_env_shapes_and_contract():
     reports = env.reset([4, 4])
     assert len(reports) == 2 and reports[0] == reports[1]  # same episode seed, same world
     masks = env.masks()
-    assert list(masks) == list(HEAD_NAMES) and masks["op"].shape == (2, 6) and masks["op"].dtype == torch.bool
+    assert list(masks) == [*HEAD_NAMES, OP_SLOT_KEY] and masks["op"].shape == (2, 6) and masks["op"].dtype == torch.bool
+    assert masks[OP_SLOT_KEY].shape == (2, 6, 3) and torch.equal(masks[OP_SLOT_KEY].any(-1), masks["op"])
     actions = torch.tensor([WAIT, act(LifecycleOp.GERMINATE)], dtype=torch.int64)
     reports, rewards, terminated, truncated, infos = env.step(actions)
     assert rewards.dtype == torch.float32 and rewards.shape == (2,)
@@ -159,12 +167,6 @@ def test_out_of_range_head_value_is_an_error_not_an_illegal_move():
     world.reset(0)
     with pytest.raises(ValueError, match="out of range"):
         world.step(act(LifecycleOp.WAIT, slot=3))
-
-
-def test_bench_env_reports_the_split():
-    result = bench_env(WorldConfig(max_epochs=4), steps=3, seed=0)
-    assert {"train_ms", "validate_ms", "features_ms", "total_ms"} <= set(result)
-    assert result["total_ms"] >= result["train_ms"] > 0
 
 
 def test_world_adam_matches_torch_adam_and_skips_unwired_params():

@@ -1,6 +1,6 @@
 """The morphogenetic world: digits data, the host CNN, seed blueprints and slots, the reward, the envs.
 
-Names are imported lazily (`esper_lab.config` imports `env.reward`, and the envs import `esper_lab.config`).
+Names are imported lazily, so importing one submodule (say `env.process_vector` in a worker) loads no other.
 """
 
 from importlib import import_module
@@ -14,11 +14,9 @@ _EXPORTS = {
     "SlotReport": "esper_lab.env.slot",
     "IllegalTransitionError": "esper_lab.env.slot",
     "LifecycleError": "esper_lab.env.slot",
-    "RewardConfig": "esper_lab.env.reward",
     "RewardBreakdown": "esper_lab.env.reward",
     "REWARD_TERMS": "esper_lab.env.reward",
     "compute_reward": "esper_lab.env.reward",
-    "bench_env": "esper_lab.env.timing",
 }
 __all__ = sorted(_EXPORTS)
 

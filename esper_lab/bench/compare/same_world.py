@@ -2,7 +2,7 @@
 the same wall-clock budget per run, then play the same unseen evaluation episodes.
 
 - ours: `Trainer(preset(name, seed=s))` with `max_minutes` = the budget (it stops after the first update that ends
-  past it), evaluated through `policy.trained.TrainedPolicy` (the bundle and its observation normaliser, sampling
+  past it), evaluated through `agent.AgentPolicy` (the network and its observation normaliser, sampling
   like `esper-lab evaluate --checkpoint` does by default, i.e. not deterministic).
 - SB3: RecurrentPPO("MultiInputLstmPolicy"): SB3's default two-LSTM layout (actor LSTM and critic LSTM), LSTM width =
   ours (512 in demo), default net_arch, no masks (an illegal action executes as WAIT in MorphoEnv), on `cfg.num_envs`
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from esper_lab.compare.timing import Log, quiet
+from esper_lab.bench.timing import Log, quiet
 from esper_lab.config import TrainConfig, preset
 from esper_lab.evaluate import evaluate_policies
 
@@ -80,7 +80,7 @@ def _evaluation(policy, train_cfg: TrainConfig, cfg: SameWorldConfig) -> dict[st
 
 def run_ours(cfg: SameWorldConfig, seed: int, log: Log = quiet) -> dict[str, Any]:
     """Train our policy for the budget, evaluate it. Returns seconds, env_steps, sps, updates, params, eval."""
-    from esper_lab.policy.trained import TrainedPolicy
+    from esper_lab.agent import AgentPolicy
     from esper_lab.rl.trainer import Trainer
 
     train_cfg = train_config(cfg, seed)
@@ -96,9 +96,9 @@ def run_ours(cfg: SameWorldConfig, seed: int, log: Log = quiet) -> dict[str, Any
         if seconds < 60 * cfg.budget_minutes:  # with updates = 10**9 only a stop request (Ctrl-C, SIGTERM) ends early
             raise KeyboardInterrupt(f"esper_lab training (seed {seed}) stopped before its budget")
         log(f"C seed {seed} esper_lab: evaluating on {cfg.episodes} episodes")
-        policy = TrainedPolicy(trainer.bundle, trainer.obs_norm, deterministic=cfg.deterministic, name="esper_lab")
+        policy = AgentPolicy(trainer.agent, deterministic=cfg.deterministic, name="esper_lab")
         evaluation = _evaluation(policy, train_cfg, cfg)
-        params = sum(p.numel() for p in trainer.bundle.parameters())
+        params = sum(p.numel() for p in trainer.agent.parameters())
         return dict(seconds=seconds, env_steps=trainer.env_steps, sps=trainer.env_steps / seconds,
                     updates=trainer.update_idx, params=params, eval=evaluation)
     finally:
@@ -107,7 +107,7 @@ def run_ours(cfg: SameWorldConfig, seed: int, log: Log = quiet) -> dict[str, Any
 
 def run_sb3(cfg: SameWorldConfig, seed: int, log: Log = quiet) -> dict[str, Any]:
     """Train RecurrentPPO for the budget, evaluate it. Returns the same keys as `run_ours`."""
-    from esper_lab.compare.sb3_side import SB3Policy, budget_callback, make_world_model
+    from esper_lab.bench.compare.sb3_side import SB3Policy, budget_callback, make_world_model
 
     train_cfg = train_config(cfg, seed)
     torch.set_num_threads(cfg.threads)
@@ -140,7 +140,7 @@ def pooled(runs: list[dict[str, Any]]) -> dict[str, float]:
 def run_same_world(cfg: SameWorldConfig | None = None, log: Log = quiet) -> dict[str, Any]:
     """Part C. Returns `{config, hyperparameters, differences, runs, pooled, return_diff, sps_ratio}`; runs hold
     per seed `{seed, order, ours, sb3}`; return_diff = ours - sb3 pooled mean return, sps_ratio = ours / sb3."""
-    from esper_lab.compare.sb3_side import world_hyperparameters, world_vec_env
+    from esper_lab.bench.compare.sb3_side import world_hyperparameters, world_vec_env
 
     cfg = cfg or SameWorldConfig()
     first = train_config(cfg, cfg.seeds[0])

@@ -6,12 +6,13 @@ The same data volume on both sides: 1,024 samples per update, 4 epochs of 4 mini
   with fixed episode length L. `learn(2048)` fills the buffer (it then holds the second rollout: for L = 1024 it has
   no episode start), then `model.train()` is timed (each call changes the model: fine, the work is the same).
   Any episode start inside a minibatch sends SB3 into its per-step LSTM loop.
-- ours: our real Phase 4 network (`PolicyConfig(lstm_hidden_dim=H)`, parameter count recorded), a `RolloutBuffer`
-  filled by `get_action` on random observations so the stored log-probs are exact, rows that are whole episodes
-  re-run from their stored initial hidden state: E rows x T steps = 1,024. L >= 128: 8 rows x 128 steps, chunks of
-  longer episodes (no done inside; the last step is a truncation with a bootstrap value; the initial hidden state is
-  a mid-episode one). L < 128: 1024 / L rows x L steps, each ending with a true terminal. `PPOConfig(epochs=4,
-  minibatches=4, target_kl=None)` so no early stop changes the work; `PPOUpdater(bundle, cfg).update(buffer)` is timed.
+- ours: our real Phase 4 agent (`Agent.from_config(PolicyConfig(lstm_hidden_dim=H))`, parameter count recorded) and
+  `bench.synthetic.synthetic_update`: a `RolloutBuffer` filled by `get_action` on random observations so the stored
+  log-probs are exact, rows that are whole episodes re-run from their stored initial hidden state: E rows x T steps
+  = 1,024. L >= 128: 8 rows x 128 steps, chunks of longer episodes (no done inside; the last step is a truncation
+  with a bootstrap value; the initial hidden state is a mid-episode one). L < 128: 1024 / L rows x L steps, each
+  ending with a true terminal. `PPOConfig(epochs=4, minibatches=4, target_kl=None)` so no early stop changes the
+  work; `PPOUpdater(agent, cfg, gamma).update(batch)` is timed.
 
 A forward hook on every `nn.LSTM` counts calls per update and sums T x batch over them ("padded samples"; 4,096 real
 samples = 1,024 x 4 epochs). ratio = SB3 / ours: above 1 means ours is faster. With shared_lstm=True SB3's value
@@ -22,20 +23,18 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
 
 from esper_lab.actions import DEFAULT_NUM_SLOTS
-from esper_lab.compare.inference import all_legal_masks, random_inputs
-from esper_lab.compare.timing import Log, measure, quiet
+from esper_lab.agent import Agent
+from esper_lab.bench.synthetic import all_legal_masks, synthetic_update
+from esper_lab.bench.timing import Log, measure, quiet
 from esper_lab.config import ConfigError, PolicyConfig, PPOConfig
 from esper_lab.env.host import param_count
-from esper_lab.features import OBS_DIM
-from esper_lab.policy.bundle import LSTMPolicyBundle
-from esper_lab.rl.buffer import RolloutBuffer
-from esper_lab.rl.ppo import PPOUpdater
+from esper_lab.rl.buffer import RolloutBatch
 
 WARM_STEPS = 8  # steps run (not stored) before a chunk row starts, so its initial hidden state is a mid-episode one
 
@@ -95,28 +94,13 @@ def count_lstm_calls(*modules: nn.Module) -> Iterator[dict[str, int]]:
             handle.remove()
 
 
-def fill_buffer(bundle: LSTMPolicyBundle, episode_length: int, cfg: UpdateBenchConfig) -> RolloutBuffer:
-    """A buffer of `our_layout(L)` rows filled by `bundle.get_action` on random observations (exact log-probs),
-    all-legal masks, reward 0/1; dones where episodes end (terminal, or truncation + bootstrap for chunks)."""
+def our_update(agent: Agent, episode_length: int, cfg: UpdateBenchConfig) -> tuple[RolloutBatch, Callable[[], dict]]:
+    """`synthetic_update` in `our_layout(L)` rows x steps with all-legal masks: `(batch, update)`. Chunks of longer
+    episodes start WARM_STEPS into one and end in a truncation + bootstrap; whole episodes end in a terminal."""
     E, T, chunked = our_layout(episode_length, cfg.samples, cfg.envs)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    buffer = RolloutBuffer(E, T, OBS_DIM, DEFAULT_NUM_SLOTS, bundle.network.lstm_hidden_dim)
-    masks = all_legal_masks(E)  # {head: [E, k]}
-    hidden = bundle.initial_hidden(E)  # (h, c), each [1, E, H]
-    for _ in range(WARM_STEPS if chunked else 0):
-        hidden = bundle.get_action(*random_inputs(E, gen), masks, hidden).hidden
-    for t in range(T):
-        obs, bp_idx = random_inputs(E, gen)  # [E, D], [E, S]
-        result = bundle.get_action(obs, bp_idx, masks, hidden)
-        end = torch.full((E,), t == T - 1)  # [E] bool
-        buffer.add(obs=obs, blueprint_indices=bp_idx, actions=result.actions, log_probs=result.log_probs,
-                   value=result.value, op_values=result.op_values,
-                   reward=torch.randint(0, 2, (E,), generator=gen).float(), done=end, truncated=end & chunked,
-                   masks=masks, hidden=hidden)
-        hidden = result.hidden
-    if chunked:
-        buffer.set_bootstrap(bundle.get_action(*random_inputs(E, gen), masks, hidden, deterministic=True).value)
-    return buffer
+    ppo = PPOConfig(epochs=cfg.epochs, minibatches=cfg.minibatches, target_kl=None)
+    return synthetic_update(agent, ppo, all_legal_masks(E), T, seed=cfg.seed,
+                            warm_steps=WARM_STEPS if chunked else 0, truncate=chunked)
 
 
 def ms_per_1k_per_epoch(seconds: float, cfg: UpdateBenchConfig) -> float:
@@ -127,22 +111,19 @@ def bench_ours(episode_length: int, cfg: UpdateBenchConfig) -> dict:
     """Our update at episode length L: `{ms_per_1k_epoch (summary), lstm_calls, padded_samples, rows, steps,
     params}`."""
     torch.manual_seed(cfg.seed)
-    bundle = LSTMPolicyBundle.from_config(OBS_DIM, PolicyConfig(lstm_hidden_dim=cfg.lstm_hidden_dim),
-                                          num_slots=DEFAULT_NUM_SLOTS)
-    buffer = fill_buffer(bundle, episode_length, cfg)
-    updater = PPOUpdater(bundle, PPOConfig(epochs=cfg.epochs, minibatches=cfg.minibatches, target_kl=None))
-    with count_lstm_calls(bundle.network) as counts:
-        updater.update(buffer)  # counted, and the warm-up
-    timing = measure(lambda: updater.update(buffer), repeats=cfg.repeats, warmup=0,
-                     scale=ms_per_1k_per_epoch(1.0, cfg))
+    agent = Agent.from_config(PolicyConfig(lstm_hidden_dim=cfg.lstm_hidden_dim), DEFAULT_NUM_SLOTS)
+    batch, update = our_update(agent, episode_length, cfg)
+    with count_lstm_calls(agent.network) as counts:
+        update()  # counted, and the warm-up
+    timing = measure(update, repeats=cfg.repeats, warmup=0, scale=ms_per_1k_per_epoch(1.0, cfg))
     return dict(ms_per_1k_epoch=timing, lstm_calls=counts["calls"], padded_samples=counts["padded_samples"],
-                rows=buffer.num_envs, steps=buffer.max_steps, params=param_count(bundle))
+                rows=batch.num_envs, steps=batch.num_steps, params=param_count(agent))
 
 
 def bench_sb3(episode_length: int, cfg: UpdateBenchConfig) -> dict:
     """SB3's `train()` at episode length L: `{ms_per_1k_epoch, lstm_calls, padded_samples, starts_in_buffer,
     params}`."""
-    from esper_lab.compare.sb3_side import make_toy_model
+    from esper_lab.bench.compare.sb3_side import make_toy_model
 
     torch.manual_seed(cfg.seed)
     model = make_toy_model(episode_length, cfg.lstm_hidden_dim, n_envs=cfg.envs, n_steps=cfg.samples // cfg.envs,

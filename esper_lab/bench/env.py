@@ -1,4 +1,5 @@
-"""bench_env: how long one env step takes, split into host training, validation + counterfactuals, and features.
+"""`esper-lab bench env`: how long one env step takes, split into host training, validation + counterfactuals and
+features.
 
 Wall-clock milliseconds (`*_ms`) are what a run experiences; CPU milliseconds of the stepping thread (`*_cpu_ms`)
 are what the step costs, and stay meaningful when other processes share the cores (the wall figures then grow).
@@ -10,9 +11,9 @@ episode's last step (which trains no further epoch) are not counted.
 
 from __future__ import annotations
 
-import statistics
 import time
 
+from esper_lab.bench.timing import summarize
 from esper_lab.config import WorldConfig
 from esper_lab.env.morpho_env import World
 from esper_lab.features import batch_obs_to_features
@@ -48,5 +49,5 @@ def bench_env(cfg: WorldConfig, steps: int, seed: int) -> dict[str, float]:
             episode += 1
             report = world.reset(seed + episode)
             policy.reset(1)
-    medians = {key: statistics.median(values) for key, values in samples.items()}
+    medians = {key: summarize(values)["median"] for key, values in samples.items()}
     return {**medians, "steps": steps, "env_threads": cfg.env_threads}

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from esper_lab.compare.timing import Log, Progress
+from esper_lab.bench.timing import Log, Progress
 from esper_lab.config import PRESETS, ConfigError
 
 PARTS = ("A", "B", "C")
@@ -126,7 +126,7 @@ def environment() -> dict[str, Any]:
     import numpy
     import torch
 
-    from esper_lab.compare.sb3_side import versions
+    from esper_lab.bench.compare.sb3_side import versions
     from esper_lab.malloc import ENV_VAR, malloc_setting
 
     return {"python": platform.python_version(), "torch": torch.__version__, **versions(), "numpy": numpy.__version__,
@@ -142,17 +142,17 @@ def environment() -> dict[str, Any]:
 def run_part(part: str, cfg: CompareConfig, log: Log) -> dict[str, Any]:
     """One part's results dict (see the part's module)."""
     if part == "A":
-        from esper_lab.compare.inference import InferenceBenchConfig, run_inference
+        from esper_lab.bench.compare.inference import InferenceBenchConfig, run_inference
 
         sizes = (cfg.lstm_hidden,) if cfg.lstm_hidden else InferenceBenchConfig.hidden_sizes
         return run_inference(InferenceBenchConfig(hidden_sizes=sizes, repeats=cfg.repeats), log)
     if part == "B":
-        from esper_lab.compare.update import UpdateBenchConfig, run_update
+        from esper_lab.bench.compare.update import UpdateBenchConfig, run_update
 
         hidden = cfg.lstm_hidden or UpdateBenchConfig.lstm_hidden_dim
         return run_update(UpdateBenchConfig(lstm_hidden_dim=hidden, repeats=cfg.repeats), log)
     if part == "C":
-        from esper_lab.compare.same_world import SameWorldConfig, run_same_world
+        from esper_lab.bench.compare.same_world import SameWorldConfig, run_same_world
 
         return run_same_world(SameWorldConfig(preset=cfg.preset, budget_minutes=cfg.budget_minutes, seeds=cfg.seeds,
                                               episodes=cfg.episodes, threads=cfg.threads,
@@ -167,10 +167,10 @@ def run_compare(cfg: CompareConfig, log: Log | None = None, on_part: Callable[[d
     Returns `{environment, config, parts: {A, B, C}, targets}`."""
     import torch
 
-    from esper_lab.compare.sb3_side import require_sb3
+    from esper_lab.bench.compare.sb3_side import require_sb3
     from esper_lab.malloc import tune_malloc
 
-    log = log or Progress()
+    log = log or Progress("compare")
     validate(cfg)
     require_sb3()
     tune_malloc()
@@ -350,9 +350,9 @@ def write_json(path: Path, results: dict[str, Any]) -> None:
 def main(cfg: CompareConfig, log: Log | None = None) -> int:
     """Run, print the table to stdout, write the JSON after every part. Returns the exit code (2 when sb3 is
     missing)."""
-    from esper_lab.compare.sb3_side import BenchDependencyError
+    from esper_lab.bench.compare.sb3_side import BenchDependencyError
 
-    log = log or Progress()
+    log = log or Progress("compare")
     on_part = (lambda results: write_json(cfg.json_path, results)) if cfg.json_path is not None else None
     try:
         results = run_compare(cfg, log, on_part)

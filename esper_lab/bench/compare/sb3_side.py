@@ -24,7 +24,7 @@ from gymnasium import spaces
 
 from esper_lab.actions import NUM_HEADS
 from esper_lab.config import TrainConfig, WorldConfig
-from esper_lab.compare.timing import Log, quiet
+from esper_lab.bench.timing import Log, quiet
 from esper_lab.env.morpho_env import MorphoEnv, action_space
 from esper_lab.features import OBS_DIM, batch_obs_to_features
 
@@ -121,7 +121,7 @@ def world_hyperparameters(cfg: TrainConfig) -> dict[str, Any]:
     p, steps = cfg.ppo, cfg.num_envs * cfg.world.max_epochs
     return dict(
         n_envs=cfg.num_envs, n_steps=cfg.world.max_epochs, n_epochs=p.epochs, batch_size=steps // p.minibatches,
-        learning_rate=p.lr, gamma=p.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_ratio,
+        learning_rate=p.lr, gamma=cfg.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_ratio,
         clip_range_vf=p.value_clip if p.clip_value else None, vf_coef=p.value_coef, max_grad_norm=p.max_grad_norm,
         target_kl=p.target_kl, ent_coef=SB3_ENT_COEF,
         policy_kwargs=dict(lstm_hidden_size=cfg.policy.lstm_hidden_dim),

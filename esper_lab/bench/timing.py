@@ -1,4 +1,4 @@
-"""Repeat-and-summarise timing (median and IQR over repeats after warm-up) and progress lines on stderr."""
+"""The one timing helper of every benchmark: median and IQR over repeats after warm-up, progress lines on stderr."""
 
 from __future__ import annotations
 
@@ -37,14 +37,15 @@ def measure(fn: Callable[[], Any], *, repeats: int, warmup: int = 1, scale: floa
 
 
 class Progress:
-    """`progress("A H=512 n=8 ours")` writes `[compare  12.3s] A H=512 n=8 ours` to stderr (elapsed since creation)."""
+    """`Progress("compare")("A H=512 n=8 ours")` writes `[compare    12.3s] A H=512 n=8 ours` to stderr (elapsed
+    since creation)."""
 
-    def __init__(self, stream=None, enabled: bool = True):
-        self.t0, self.stream, self.enabled = time.perf_counter(), stream or sys.stderr, enabled
+    def __init__(self, label: str = "bench", stream=None, enabled: bool = True):
+        self.t0, self.label, self.stream, self.enabled = time.perf_counter(), label, stream or sys.stderr, enabled
 
     def __call__(self, message: str) -> None:
         if self.enabled:
-            self.stream.write(f"[compare {time.perf_counter() - self.t0:7.1f}s] {message}\n")
+            self.stream.write(f"[{self.label} {time.perf_counter() - self.t0:7.1f}s] {message}\n")
             self.stream.flush()
 
 

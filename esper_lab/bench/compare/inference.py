@@ -3,9 +3,8 @@
 For each LSTM width H (512, 128) and batch n (8 worlds, 1 world), `steps` policy calls per repeat with the LSTM
 state carried from call to call, random observations `[n, 121]`, under `torch.inference_mode()`:
 
-- ours: `LSTMPolicyBundle.from_config(OBS_DIM, PolicyConfig(lstm_hidden_dim=H)).get_action(obs, blueprint_indices,
-  masks, hidden)` with valid blueprint indices and all-legal masks `[n, k]` per head. feature_dim stays at its
-  default 512 (the Phase 4 network: Linear -> LayerNorm -> ReLU -> LSTM -> LayerNorm -> 8 heads + Q(s, op)).
+- ours: `Agent.from_config(PolicyConfig(lstm_hidden_dim=H)).get_action(obs, blueprint_indices, masks, hidden)` with
+  valid blueprint indices and all-legal masks `[n, k]` per head. feature_dim stays at its default 512 (the Phase 4 network: Linear -> LayerNorm -> ReLU -> LSTM -> LayerNorm -> 8 heads + Q(s, op)).
 - SB3: RecurrentPPO("MlpLstmPolicy") with `shared_lstm=True, enable_critic_lstm=False, net_arch=dict(pi=[256],
   vf=[256])` on a toy env with our head sizes: `policy.forward(obs_t, lstm_states, episode_starts)` (tensors in,
   tensors out) and `policy.predict(obs, state, episode_start)` (numpy in and out, SB3's own no_grad, what a user
@@ -23,15 +22,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from esper_lab.actions import DEFAULT_NUM_SLOTS, NUM_BLUEPRINTS, head_sizes
-from esper_lab.compare.timing import Log, measure, quiet
+from esper_lab.actions import DEFAULT_NUM_SLOTS
+from esper_lab.agent import Agent
+from esper_lab.bench.synthetic import all_legal_masks, random_inputs
+from esper_lab.bench.timing import Log, measure, quiet
 from esper_lab.config import PolicyConfig
 from esper_lab.env.host import param_count
-from esper_lab.features import OBS_DIM
-from esper_lab.policy.bundle import LSTMPolicyBundle
 
 NOTES = (
-    "ours: LSTMPolicyBundle.from_config(OBS_DIM, PolicyConfig(lstm_hidden_dim=H), num_slots=3), feature_dim 512 "
+    "ours: Agent.from_config(PolicyConfig(lstm_hidden_dim=H), num_slots=3), feature_dim 512 "
     "(default), get_action with all-legal masks and valid blueprint indices, hidden carried",
     "sb3: RecurrentPPO MlpLstmPolicy, shared_lstm=True, enable_critic_lstm=False, net_arch pi=[256] vf=[256]; "
     "forward = policy.forward(obs_t, lstm_states, episode_starts), predict = policy.predict(obs, state, episode_start)",
@@ -59,41 +58,28 @@ class InferenceBenchConfig:
     """Seed of the weights and the random inputs."""
 
 
-def all_legal_masks(n: int, num_slots: int = DEFAULT_NUM_SLOTS) -> dict[str, torch.Tensor]:
-    """`{head: True [n, k]}` for every head."""
-    return {name: torch.ones(n, k, dtype=torch.bool) for name, k in head_sizes(num_slots).items()}
-
-
-def random_inputs(n: int, gen: torch.Generator, num_slots: int = DEFAULT_NUM_SLOTS) -> tuple[torch.Tensor, ...]:
-    """Random observations `[n, 121]` float32 and valid blueprint indices `[n, S]` int64 in [-1, 12]."""
-    obs = torch.randn(n, OBS_DIM, generator=gen)  # [n, D]
-    bp_idx = torch.randint(-1, NUM_BLUEPRINTS, (n, num_slots), generator=gen)  # [n, S]
-    return obs, bp_idx
-
-
 def bench_ours(lstm_hidden: int, n: int, cfg: InferenceBenchConfig) -> tuple[dict, int]:
-    """(microseconds per `get_action` step: median / IQR summary, parameter count) for our bundle."""
+    """(microseconds per `get_action` step: median / IQR summary, parameter count) for our agent."""
     torch.manual_seed(cfg.seed)
-    bundle = LSTMPolicyBundle.from_config(OBS_DIM, PolicyConfig(lstm_hidden_dim=lstm_hidden),
-                                          num_slots=DEFAULT_NUM_SLOTS)
-    bundle.eval()
+    agent = Agent.from_config(PolicyConfig(lstm_hidden_dim=lstm_hidden), DEFAULT_NUM_SLOTS)
+    agent.eval()
     obs, bp_idx = random_inputs(n, torch.Generator().manual_seed(cfg.seed))
     masks = all_legal_masks(n)
-    carried = {"hidden": bundle.initial_hidden(n)}  # (h, c), each [1, n, H]
+    carried = {"hidden": agent.initial_hidden(n)}  # (h, c), each [1, n, H]
 
     def run() -> None:
         with torch.inference_mode():
             hidden = carried["hidden"]
             for _ in range(cfg.steps):
-                hidden = bundle.get_action(obs, bp_idx, masks, hidden).hidden
+                hidden = agent.get_action(obs, bp_idx, masks, hidden).hidden
             carried["hidden"] = hidden
 
-    return measure(run, repeats=cfg.repeats, warmup=cfg.warmup, scale=1e6 / cfg.steps), param_count(bundle)
+    return measure(run, repeats=cfg.repeats, warmup=cfg.warmup, scale=1e6 / cfg.steps), param_count(agent)
 
 
 def bench_sb3(lstm_hidden: int, n: int, cfg: InferenceBenchConfig) -> tuple[dict, dict, int]:
     """(forward µs per step, predict µs per step, parameter count) for SB3's shared-LSTM policy."""
-    from esper_lab.compare.sb3_side import initial_states, make_toy_model
+    from esper_lab.bench.compare.sb3_side import initial_states, make_toy_model
 
     torch.manual_seed(cfg.seed)
     policy = make_toy_model(2048, lstm_hidden, seed=cfg.seed).policy
