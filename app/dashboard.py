@@ -1,7 +1,14 @@
-"""esper_lab's live training dashboard: `esper-lab dashboard` or `streamlit run app/dashboard.py`.
+"""esper_lab's live training dashboard: `esper-lab dashboard` or `streamlit run app/dashboard.py` from the repository
+root.
 
 Everything on the page is read from run directories under `$ESPER_LAB_RUNS` (default ./runs); training runs as a
 child process. A refreshed or reopened page therefore finds every run as it is.
+
+It listens on 127.0.0.1 only, however it is started: `esper-lab dashboard` passes `--server.address 127.0.0.1`, and
+`.streamlit/config.toml` sets `server.address` for `streamlit run`. The page starts and stops trainers on this
+machine and has no login, so expose it deliberately and at your own risk, e.g.
+`streamlit run app/dashboard.py --server.address 0.0.0.0` on a trusted network, or better through an SSH tunnel
+(`ssh -L 8501:127.0.0.1:8501 host`).
 """
 
 from __future__ import annotations
@@ -30,8 +37,25 @@ def no_runs() -> None:
             "finishes in about a minute), or from a shell: `esper-lab train --preset tiny`.")
 
 
+def listening_everywhere() -> bool:
+    """Whether this server listens on every interface only because no `server.address` was set (streamlit started
+    outside the repository root, where .streamlit/config.toml is not read); an explicit address is deliberate."""
+    return not st.get_option("server.address")
+
+
+def refuse_to_serve() -> None:
+    st.title("esper_lab")
+    st.error("This dashboard server listens on every network interface: no `server.address` was set, because "
+             "streamlit was started outside the repository root. The page starts and stops trainers, so it stays "
+             "empty. Restart it with `esper-lab dashboard`, from the repository root, or with `--server.address "
+             "127.0.0.1` (`--server.address 0.0.0.0` exposes it deliberately, at your own risk).")
+
+
 def main() -> None:
     st.set_page_config(page_title="esper_lab", page_icon="🌱", layout="wide")
+    if listening_everywhere():
+        refuse_to_serve()
+        return
     runs = data.available_runs()
     states = {r.name: process.run_status(r.dir).get("state") for r in runs}
     with st.sidebar:

@@ -83,6 +83,11 @@ def status(run_dir: Path) -> dict:
     return RunReader(run_dir).status()
 
 
+def lock_holder(run_dir: Path) -> dict | None:
+    """`{"pid", "host", "since"}` of the trainer that owns the run now (its lock), or None; read fresh every time."""
+    return RunReader(run_dir).lock_holder()
+
+
 def snapshot_updates(run_dir: Path) -> list[int]:
     return RunReader(run_dir).snapshot_updates()
 

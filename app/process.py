@@ -14,10 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from esper_lab.runs import RunReader, create_run, mark_killed, mark_launched
+from esper_lab.runs import LOG_NAME, RunReader, create_run, mark_killed, mark_launched
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LOG_NAME = "trainer.log"
 
 # Children started by this server process, by pid, so that they are reaped (no zombies) when they end.
 _children: dict[int, subprocess.Popen] = {}

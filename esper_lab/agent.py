@@ -29,7 +29,7 @@ from esper_lab.config import MASK_MODES, PolicyConfig, TrainConfig, WorldConfig
 from esper_lab.features import OBS_DIM, batch_obs_to_features
 from esper_lab.policy.network import EvaluateOutput, FactoredRecurrentActorCritic, ForwardOutput, GetActionResult, Hidden
 from esper_lab.policy.normalize import RunningMeanStd
-from esper_lab.runs import load_checkpoint
+from esper_lab.runs import load_checkpoint, restoring
 
 Masks = Mapping[str, torch.Tensor] | None
 
@@ -172,11 +172,13 @@ class Agent:
 
 
 def load_agent(path: Path | str) -> tuple[Agent, TrainConfig]:
-    """The agent of a training checkpoint (loaded weights-only) and the run's config."""
+    """The agent of a training checkpoint (loaded weights-only) and the run's config; `CheckpointError` if the file
+    is not one or its contents do not fit the config it carries."""
     ckpt = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    agent = Agent.from_config(cfg.policy)  # sizes and the mask mode it was trained with
-    agent.load_checkpoint_state(ckpt)
+    with restoring(path):
+        cfg = TrainConfig.from_dict(ckpt["config"])
+        agent = Agent.from_config(cfg.policy)  # sizes and the mask mode it was trained with
+        agent.load_checkpoint_state(ckpt)
     return agent, cfg
 
 

@@ -12,31 +12,36 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from esper_lab.policy.baselines import BASELINES
-from esper_lab.config import (BACKENDS, CRITIC_MODES, PRESETS, ConfigError, PolicyConfig, TrainConfig, WorldConfig, field_help,
-                              preset)
+from esper_lab.config import (PRESETS, RESUMABLE_FIELDS, ConfigError, PolicyConfig, TrainConfig, WorldConfig,
+                              field_help, field_value, preset, with_overrides)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2  # a runtime failure; bad input (arguments, config, run directory, checkpoint)
+DEBUG_HELP = "on a failure, show the traceback instead of the one-line error"
 BASELINE_NAMES = tuple(BASELINES)  # heuristic, random, wait: the one table in policy/baselines.py
+DEFAULT_PRESET = "demo"
+TRAIN_FLAGS = {  # flag of `esper-lab train` -> the config field it sets (the field's docstring is its help)
+    "--updates": "updates", "--critic": "policy.critic", "--seed": "seed", "--num-envs": "num_envs",
+    "--max-epochs": "world.max_epochs", "--max-minutes": "max_minutes", "--threads": "torch_threads",
+    "--backend": "backend", "--ray-address": "ray_address", "--workers": "workers",
+}
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
-    tc, wc, pc = field_help(TrainConfig), field_help(WorldConfig), field_help(PolicyConfig)
+    helps = {**field_help(TrainConfig), **{f"world.{k}": v for k, v in field_help(WorldConfig).items()},
+             **{f"policy.{k}": v for k, v in field_help(PolicyConfig).items()}}
     p = sub.add_parser("train", help="train the Phase 4 policy with PPO, writing a run directory")
-    p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="config preset (default: demo)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help=f"config preset (default: {DEFAULT_PRESET})")
     p.add_argument("--run-dir", type=Path, help="run directory (default: runs/<preset>-<critic>-s<seed>-<time>)")
-    p.add_argument("--updates", type=int, help=tc["updates"] + " (default: the preset's)")
-    p.add_argument("--critic", choices=CRITIC_MODES, help=pc["critic"])
-    p.add_argument("--seed", type=int, help=tc["seed"])
-    p.add_argument("--num-envs", type=int, help=tc["num_envs"])
-    p.add_argument("--max-epochs", type=int, help=wc["max_epochs"])
-    p.add_argument("--max-minutes", type=float, help=tc["max_minutes"])
-    p.add_argument("--threads", type=int, help=tc["torch_threads"])
-    p.add_argument("--backend", choices=BACKENDS, help=tc["backend"])
-    p.add_argument("--ray-address", help=tc["ray_address"])
-    p.add_argument("--workers", type=int, help=tc["workers"])
+    for flag, path in TRAIN_FLAGS.items():  # values stay text: _parse_value reads them, config.validate checks them
+        p.add_argument(flag, help=helps[path] + (" (default: the preset's)" if flag == "--updates" else ""))
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other config field, e.g. --set ppo.epochs=1 --set world.host=strong (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --run-dir from its checkpoint, on its own config: only "
+                        + ", ".join(f for f, path in TRAIN_FLAGS.items() if path in RESUMABLE_FIELDS) + " may change")
+    p.add_argument("--overwrite", action="store_true",
+                   help="restart the run in --run-dir from scratch, replacing its metrics, snapshots and checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -47,17 +52,30 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", type=Path, help="a checkpoint.pt of a training run: evaluate it next to the baselines")
     p.add_argument("--deterministic", action="store_true", help="trained policy takes argmax actions")
     p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="world preset (ignored with --checkpoint)")
-    p.add_argument("--episodes", type=int, default=10, help="episodes per policy (default: 10)")
-    p.add_argument("--seed", type=int, default=0, help="first world seed (default: 0)")
+    p.add_argument("--episodes", type=_int_at_least(1), default=10, help="episodes per policy (default: 10)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="first world seed (default: 0)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
 
 
 def _dashboard_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="serve the Streamlit dashboard on 127.0.0.1")
-    p.add_argument("--port", type=int, default=8501, help="port (default: 8501)")
+    p.add_argument("--port", type=_int_at_least(1), default=8501, help="port (default: 8501)")
     p.add_argument("--runs-dir", type=Path, help="where run directories live (default: $ESPER_LAB_RUNS or ./runs)")
     p.add_argument("--train", choices=sorted(PRESETS), metavar="PRESET",
                    help="also start training this preset in the background (what `make run` does with demo)")
+
+
+def _int_at_least(minimum: int):
+    """An argparse `type=`: the integer in the text, refused (an argparse error) when below `minimum`."""
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return integer
 
 
 def _checked(parse):
@@ -81,9 +99,9 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
                    "with the defaults, mostly part C's 6 runs)")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="preset (default: demo; policy: phase4, its sizes; compare: part C's world)")
-    p.add_argument("--steps", type=int, default=60, help="env steps to time (bench env; default: 60)")
-    p.add_argument("--updates", type=int, default=3, help="updates to time (bench train; default: 3)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    p.add_argument("--steps", type=_int_at_least(1), default=60, help="env steps to time (bench env; default: 60)")
+    p.add_argument("--updates", type=_int_at_least(1), default=3, help="updates to time (bench train; default: 3)")
+    p.add_argument("--threads", type=_int_at_least(1), default=2, help="torch threads (default: 2)")
     p.add_argument("--json", type=Path,
                    help=f"also write the figures as JSON here (compare: default {cmp.DEFAULT_JSON})")
     g = p.add_argument_group("bench compare")
@@ -100,11 +118,25 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--lstm-hidden", type=_checked(cmp.positive_int), help=argparse.SUPPRESS)  # testing: one H in A, B
 
 
+class UsageError(Exception):
+    """A command line that cannot work (exit code 2, like every other bad input)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad arguments in one line, `esper-lab <cmd>: error: ...`, with exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="esper-lab", description=__doc__)
+    parser = _Parser(prog="esper-lab", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_train_parser, _evaluate_parser, _dashboard_parser, _bench_parser):
         add(sub)
+    for command in sub.choices.values():  # `esper-lab train --debug` too; SUPPRESS keeps `esper-lab --debug train`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
@@ -112,32 +144,64 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    overrides: dict[str, Any] = {}
-    for arg, key in (("updates", "updates"), ("seed", "seed"), ("num_envs", "num_envs"),
-                     ("critic", "policy.critic"), ("max_epochs", "world.max_epochs"),
-                     ("max_minutes", "max_minutes"), ("threads", "torch_threads"), ("backend", "backend"),
-                     ("ray_address", "ray_address"), ("workers", "workers")):
-        value = getattr(args, arg)
-        if value is not None:
-            overrides[key] = value
+    """The config of a new run: the preset with every flag and --set applied, validated (ConfigError if not)."""
+    return preset(args.preset or DEFAULT_PRESET, **{path: value for _, path, value in _overrides(args)})
+
+
+def resume_config(args: argparse.Namespace) -> TrainConfig:
+    """The config in --run-dir's config.json with the flags that may change on resume (RESUMABLE_FIELDS) applied.
+
+    Raises ConfigError naming the file when it is not an esper_lab config, and listing the flags that would change
+    the run when there are any (a flag that repeats the run's own value changes nothing and is accepted).
+    """
+    cfg = _run_config(args.run_dir)
+    given = _overrides(args)
+    changing = ["--preset"] if args.preset not in (None, cfg.preset) else []
+    changing += [flag for flag, path, value in given
+                 if path not in RESUMABLE_FIELDS and field_value(cfg, path) != value]
+    if changing:
+        raise ConfigError(f"--resume keeps the run's config; these flags would change it: {', '.join(changing)}")
+    return with_overrides(cfg, **{path: value for _, path, value in given})
+
+
+def _run_config(run_dir: Path) -> TrainConfig:
+    """The validated config of the run in `run_dir`; raises ConfigError naming config.json when it is not one."""
+    from esper_lab.runs import RunReader
+
+    path = run_dir / "config.json"
+    data = RunReader(run_dir).require().config()
+    if not data:
+        raise ConfigError(f"{path}: not an esper_lab config (unreadable, not JSON, or empty)")
+    try:
+        return TrainConfig.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _overrides(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
+    """(the flag as the user wrote it, the field path, the parsed value) of every TRAIN_FLAGS flag and --set given."""
+    given = [(flag, path, _parse_value(text)) for flag, path in TRAIN_FLAGS.items()
+             if (text := getattr(args, flag[2:].replace("-", "_"))) is not None]
     for item in args.set:
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
-        overrides[key.strip()] = _parse_value(text.strip())
-    return preset(args.preset, **overrides)
+        given.append((f"--set {item}", key.strip(), _parse_value(text.strip())))
+    return given
 
 
 def _parse_value(text: str) -> Any:
-    """'1' -> 1, '0.5' -> 0.5, 'true' -> True, 'none' -> None, anything else stays a string."""
-    lowered = text.lower()
+    """A flag's text as a value: 'true'/'false' -> bool and 'none'/'null' -> None in any case, then JSON ('1' -> 1,
+    '0.5' -> 0.5, '{"TRAINING": 2}' -> a dict), then a Python number ('inf', '1_000'); anything else stays a string.
+    Whether the field takes it is config.validate's to say."""
+    lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
     if lowered in ("none", "null"):
         return None
-    for cast in (int, float):
+    for parse in (json.loads, int, float):
         try:
-            return cast(text)
+            return parse(text)
         except ValueError:
             pass
     return text
@@ -148,20 +212,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from esper_lab.rl.trainer import Trainer
     from esper_lab.runs import RunReader, runs_root
 
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues a run and --overwrite restarts it: choose one")
     if args.resume:
         if args.run_dir is None:
-            raise SystemExit("esper-lab train: --resume needs --run-dir")
-        cfg = TrainConfig.from_dict(RunReader(args.run_dir).require().config())
-        if args.updates is not None:
-            cfg.updates = args.updates
-        for arg, field in (("max_minutes", "max_minutes"), ("backend", "backend"), ("ray_address", "ray_address"),
-                           ("workers", "workers")):
-            if getattr(args, arg) is not None:  # e.g. resume a failed ray run on local
-                setattr(cfg, field, getattr(args, arg))
+            raise UsageError("--resume needs --run-dir")
+        cfg = resume_config(args)
     else:
         cfg = train_config(args)
     run_dir = args.run_dir or runs_root() / f"{cfg.preset}-{cfg.policy.critic}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    trainer = Trainer(cfg, run_dir, resume=args.resume)
+    trainer = Trainer(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
     bar = None if args.quiet else ProgressLine(cfg.updates, start=trainer.update_idx)
     print(f"esper-lab train: {cfg.preset}, critic {cfg.policy.critic}, {cfg.num_envs} envs x {cfg.world.max_epochs} "
           f"epochs, {cfg.updates} updates -> {run_dir}", file=sys.stderr)
@@ -183,6 +243,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from esper_lab.evaluate import evaluate_policies, format_table
     from esper_lab.agent import load_trained_policy
 
+    _check_output(args.json)
     policies: list[Any] = []
     names = BASELINE_NAMES if args.policy == "all" else (() if args.policy == "none" else (args.policy,))
     world = preset(args.preset).world
@@ -190,7 +251,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         trained, world = load_trained_policy(args.checkpoint, deterministic=args.deterministic)
         policies.append(trained)
     if not names and not policies:
-        raise SystemExit("esper-lab evaluate: nothing to evaluate (--policy none needs --checkpoint)")
+        raise UsageError("nothing to evaluate (--policy none needs --checkpoint)")
     policies += list(names)
     results = evaluate_policies(policies, world, episodes=args.episodes, seed=args.seed)
     print(format_table(results))
@@ -220,12 +281,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def _start_background_training(preset_name: str, env: dict[str, str]) -> None:
     """A trainer child in its own session, writing a new run directory the dashboard shows first."""
-    from esper_lab.runs import runs_root
+    from esper_lab.runs import LOG_NAME, runs_root
 
     root = Path(env["ESPER_LAB_RUNS"]) if "ESPER_LAB_RUNS" in env else REPO_ROOT / runs_root()
     run_dir = root / f"{preset_name}-q_op-s0-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "trainer.log", "ab") as log:
+    with open(run_dir / LOG_NAME, "ab") as log:
         subprocess.Popen([sys.executable, "-m", "esper_lab.cli", "train", "--preset", preset_name, "--run-dir",
                           str(run_dir), "--quiet"], stdout=log, stderr=subprocess.STDOUT, env=env,
                          start_new_session=True, cwd=REPO_ROOT)
@@ -238,6 +299,7 @@ def _start_background_training(preset_name: str, env: dict[str, str]) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
+    _check_output(args.json)
     name = args.preset or ("phase4" if args.what == "policy" else "demo")
     if args.what == "compare":
         from esper_lab.bench.compare import report
@@ -275,9 +337,18 @@ def _figure(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _check_output(path: Path | None) -> None:
+    """Refuse a `--json` path that is a directory before any work is done."""
+    if path is not None and path.is_dir():
+        raise UsageError(f"--json {path} is a directory; give a file name")
+
+
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    except OSError as exc:
+        raise UsageError(f"cannot write --json {path}: {exc.strerror or exc}") from None
     print(f"wrote {path}", file=sys.stderr)
 
 
@@ -285,17 +356,38 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "dashboard": cmd_dashb
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a failure ends in one line on stderr, `esper-lab <cmd>: error: ...`, and exit code 2 for
+    bad input or 1 for a runtime failure (`--debug`: the traceback instead)."""
     args = build_parser().parse_args(argv)
     from esper_lab.malloc import tune_malloc
-    from esper_lab.runs import CheckpointError, RunDirError
 
     tune_malloc()  # before torch allocates anything big: esper_lab/malloc.py
 
     try:
         return COMMANDS[args.command](args)
-    except (RunDirError, CheckpointError, ConfigError) as exc:
-        print(f"esper-lab {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as exc:
+        if args.debug:
+            raise
+        code, message = _failure(exc, args.command)
+        print(f"esper-lab {args.command}: error: {message}", file=sys.stderr)
+        return code
+
+
+def _failure(exc: BaseException, command: str) -> tuple[int, str]:
+    """(exit code, one line) for what ended a command: bad input is 2, a named runtime failure (a world worker or
+    Ray actor that died) 1 with its own first line, anything else 1 with a pointer to --debug."""
+    from esper_lab.env.process_vector import WorkerError
+    from esper_lab.env.ray_vector import WorldActorError
+    from esper_lab.runs import CheckpointError, RunDirError
+
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, (UsageError, ConfigError, RunDirError, CheckpointError)):
+        return EXIT_BAD_INPUT, first
+    if isinstance(exc, (WorkerError, WorldActorError)):
+        return EXIT_FAILED, first
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_FAILED, "interrupted"
+    return EXIT_FAILED, f"{type(exc).__name__}: {first} (esper-lab --debug {command} ... shows the traceback)"
 
 
 if __name__ == "__main__":

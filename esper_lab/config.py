@@ -1,30 +1,107 @@
 """Dataclass configs and the three presets (`tiny`, `demo`, `phase4`).
 
-Every field's docstring is its `--help` text. A config round-trips through `to_dict` / `from_dict` (the run
-directory's `config.json`), and `preset(name, **overrides)` is the one way the CLI, the dashboard and the notebooks
-build one.
+Every field's docstring is its `--help` text, and its annotation says what it allows: the type, and a `Rule`
+(range, choices) as in `lr: Annotated[float, POSITIVE]`. A config round-trips through `to_dict` / `from_dict` (the
+run directory's `config.json`), and `preset(name, **overrides)` is the one way the CLI, the dashboard and the
+notebooks build one. `validate` is the one check, used by `preset`, `with_overrides` and `from_dict`.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
+import functools
+import math
+import reprlib
+import types
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, NoReturn, Union, get_args, get_origin, get_type_hints
 
 CRITIC_MODES = ("q_op", "v", "q_marginal")
 MASK_MODES = ("conditional", "independent")
 BACKENDS = ("local", "process", "ray")
+HOSTS = ("impaired", "strong")  # env/host.py gives each its width
+
+MOVED_FIELDS = {"ppo.gamma": ("world.reward.gamma", "the stage-potential shaping and PPO share one discount")}
+"""Fields that moved: old path -> (new path, why). Old config files are migrated; setting the old path is an error."""
+
+RESUMABLE_FIELDS = ("updates", "max_minutes", "torch_threads", "backend", "ray_address", "workers")
+"""What `--resume` may change: how long the run goes on and where its worlds run, never what it computes."""
 
 
 class ConfigError(ValueError):
     """A config value or preset name is not valid."""
 
 
+@dataclass(frozen=True)
+class Rule:
+    """What a field allows beyond its type, written in its annotation: `Annotated[float, POSITIVE]`.
+
+    Numbers lie in [low, high] (`open` names the open ends: 'low', 'high' or 'both') and are always finite; `even`
+    asks for an even integer; `choices` lists the allowed values of a string. A field without a Rule takes any
+    value of its type (any finite number).
+    """
+
+    low: float = -math.inf
+    high: float = math.inf
+    open: str = ""
+    even: bool = False
+    choices: tuple = ()
+
+    @property
+    def low_open(self) -> bool:
+        return self.open in ("low", "both")
+
+    @property
+    def high_open(self) -> bool:
+        return self.open in ("high", "both")
+
+    def allows(self, value: Any) -> bool:
+        """Whether `value` (already of the field's type) is allowed."""
+        if self.choices:
+            return value in self.choices
+        if isinstance(value, str):
+            return True
+        low_ok = value > self.low if self.low_open else value >= self.low
+        high_ok = value < self.high if self.high_open else value <= self.high
+        return math.isfinite(value) and low_ok and high_ok and not (self.even and value % 2)
+
+    def text(self) -> str:
+        """The rule in words: "one of 'a', 'b'", '>= 1', '> 0', 'in (0, 1]', or '' for any finite number."""
+        if self.choices:
+            return "one of " + ", ".join(map(repr, self.choices))
+        low_open, high_open = self.low_open, self.high_open
+        if self.high == math.inf:
+            return "" if self.low == -math.inf else f"{'>' if low_open else '>='} {self.low}"
+        if self.low == -math.inf:
+            return f"{'<' if high_open else '<='} {self.high}"
+        return f"in {'(' if low_open else '['}{self.low}, {self.high}{')' if high_open else ']'}"
+
+
+FINITE = Rule()
+AT_LEAST_0 = Rule(low=0)
+AT_LEAST_1 = Rule(low=1)
+POSITIVE = Rule(low=0, open="low")
+FRACTION = Rule(0, 1)  # [0, 1]
+OPEN_FRACTION = Rule(0, 1, open="both")  # (0, 1)
+DISCOUNT = Rule(0, 1, open="low")  # (0, 1]
+SEED = Rule(0, 2**32 - 1)  # what every RNG of the stack takes (numpy's and scikit-learn's stop there)
+EVEN_WIDTH = Rule(low=2, even=True)
+
+
+def _stage_names() -> tuple[str, ...]:
+    """The seed-stage names (imported when the annotations are first evaluated: actions.py imports torch)."""
+    from esper_lab.actions import SeedStage
+
+    return tuple(stage.name for stage in SeedStage)
+
+
 @dataclass
 class RewardConfig:
     """Every constant of the contribution reward. Defaults are Esper's Phase-4 values."""
 
-    gamma: float = 0.995
+    gamma: Annotated[float, DISCOUNT] = 0.995
     """The discount: of the stage-potential shaping AND of PPO's returns and GAE (one field, so they cannot differ:
     potential-based shaping leaves the optimal policy unchanged only under the same discount, Ng, Harada and
     Russell 1999, "Policy invariance under reward transformations")."""
@@ -54,7 +131,7 @@ class RewardConfig:
     """See `blending_warning_base`."""
     blending_warning_cap: float = 0.3
     """See `blending_warning_base`."""
-    holding_warning_min_epochs: int = 2
+    holding_warning_min_epochs: Annotated[int, AT_LEAST_0] = 2
     """Holding warning: WAIT while a HOLDING seed with positive attribution has been there this many epochs..."""
     holding_warning_base: float = 0.1
     """...costs `-min(base + per_epoch * (epochs_in_stage - min_epochs), cap)` per such seed."""
@@ -64,10 +141,10 @@ class RewardConfig:
     """See `holding_warning_base`."""
     pbrs_weight: float = 0.3
     """Stage-potential shaping: `pbrs_weight * (gamma * phi(s') - phi(s))`."""
-    stage_potentials: dict[str, float] = field(
+    stage_potentials: dict[Annotated[str, Rule(choices=_stage_names())], float] = field(
         default_factory=lambda: {"GERMINATED": 1.0, "TRAINING": 2.0, "BLENDING": 3.5, "HOLDING": 5.5, "FOSSILIZED": 6.0}
     )
-    """phi per stage name (live stages only; empty and failure stages have 0). Esper's table."""
+    """phi per stage name (SeedStage names; live stages only, empty and failure stages have 0). Esper's table."""
     epoch_progress_bonus: float = 0.3
     """phi adds `min(epoch_progress_bonus * epochs_in_stage, max_progress_bonus)` for a live seed."""
     max_progress_bonus: float = 2.0
@@ -81,7 +158,7 @@ class RewardConfig:
     """Rent: `-min(rent_weight * ln(1 + effective_params / max(host_params, rent_host_params_floor)), max_rent)`."""
     max_rent: float = 8.0
     """Cap of the per-step rent (Phase 4: 8.0; Esper's HEAD: 1.5)."""
-    rent_host_params_floor: int = 200
+    rent_host_params_floor: Annotated[int, AT_LEAST_0] = 200
     """Floor on the host size in the rent, so a tiny host is not crushed by any seed."""
     base_slot_rent_ratio: float = 0.0039
     """Each live seed adds `base_slot_rent_ratio * host_params` to the alpha-weighted effective parameters."""
@@ -103,7 +180,7 @@ class RewardConfig:
     """See `min_fossilize_contribution`."""
     fossilize_contribution_scale: float = 0.1
     """See `min_fossilize_contribution`."""
-    fossilize_legitimacy_epochs: int = 5
+    fossilize_legitimacy_epochs: Annotated[int, AT_LEAST_1] = 5
     """See `min_fossilize_contribution`."""
     fossilize_noncontributing_penalty: float = -0.2
     """FOSSILIZE of a seed below `min_fossilize_contribution` (and with improvement >= 0)."""
@@ -138,21 +215,21 @@ class RewardConfig:
 class WorldConfig:
     """The morphogenetic world: one host network training on digits, with seed slots."""
 
-    max_epochs: int = 30
-    """Episode length: host epochs per episode (one env step = one epoch). Episodes end by truncation."""
-    host: str = "impaired"
+    max_epochs: Annotated[int, Rule(low=2)] = 30
+    """Episode length: host epochs per episode (one env step = one epoch; at least 2). Episodes end by truncation."""
+    host: Annotated[str, Rule(choices=HOSTS)] = "impaired"
     """Host size: 'impaired' (deliberately weak, seeds can rescue it) or 'strong'."""
-    host_batch_size: int = 128
+    host_batch_size: Annotated[int, AT_LEAST_1] = 128
     """Minibatch size of the host's own SGD."""
-    host_lr: float = 3e-3
+    host_lr: Annotated[float, POSITIVE] = 3e-3
     """Adam learning rate of the host and its seeds."""
-    max_seeds: int | None = None
+    max_seeds: Annotated[int | None, AT_LEAST_0] = None
     """Seeds an episode may germinate in total (None = unlimited)."""
-    data_seed: int = 0
+    data_seed: Annotated[int, SEED] = 0
     """Seed of the fixed stratified train/validation split."""
     interactions: bool = True
     """Measure pairwise seed interactions (extra counterfactual passes) for the synergy term and the features."""
-    env_threads: int = 1
+    env_threads: Annotated[int, AT_LEAST_1] = 1
     """torch threads while a world trains and validates (its ops are tiny: extra threads only add waiting)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """Contribution-reward constants, and the discount `reward.gamma` that PPO uses too."""
@@ -162,13 +239,13 @@ class WorldConfig:
 class PolicyConfig:
     """Policy Network V2 sizes."""
 
-    feature_dim: int = 512
-    """Width of the feature net (Linear(state + 4*slots) -> LayerNorm -> ReLU)."""
-    lstm_hidden_dim: int = 512
-    """LSTM width; the heads' hidden width is half of it."""
-    critic: str = "q_op"
+    feature_dim: Annotated[int, EVEN_WIDTH] = 512
+    """Width of the feature net (Linear(state + 4*slots) -> LayerNorm -> ReLU); even, at least 2."""
+    lstm_hidden_dim: Annotated[int, EVEN_WIDTH] = 512
+    """LSTM width; the heads' hidden width is half of it, so it is even (at least 2)."""
+    critic: Annotated[str, Rule(choices=CRITIC_MODES)] = "q_op"
     """Baseline: 'q_op' (Phase 4, Q(s, op)), 'v' (op-independent V(s), Q as detached auxiliary) or 'q_marginal'."""
-    masks: str = "conditional"
+    masks: Annotated[str, Rule(choices=MASK_MODES)] = "conditional"
     """'conditional': the op is sampled first, then the slot among the slots where that op can execute, so every
     sampled action executes; 'independent': Phase 4 as shipped (op legal in any slot, slot any enabled slot), where
     an op drawn for a slot that cannot take it runs as WAIT."""
@@ -178,29 +255,29 @@ class PolicyConfig:
 class PPOConfig:
     """The PPO update."""
 
-    lr: float = 3e-4
+    lr: Annotated[float, POSITIVE] = 3e-4
     """Adam learning rate (eps 1e-5)."""
-    gae_lambda: float = 0.98
+    gae_lambda: Annotated[float, FRACTION] = 0.98
     """GAE lambda."""
-    clip_ratio: float = 0.2
+    clip_ratio: Annotated[float, OPEN_FRACTION] = 0.2
     """Clip range of the per-head ratios."""
-    value_coef: float = 0.5
+    value_coef: Annotated[float, AT_LEAST_0] = 0.5
     """Weight of the value loss."""
     clip_value: bool = True
     """Clip the value loss around the stored values."""
-    value_clip: float = 10.0
+    value_clip: Annotated[float, POSITIVE] = 10.0
     """Value clip range (used when clip_value)."""
-    entropy_coef: float = 0.05
+    entropy_coef: Annotated[float, AT_LEAST_0] = 0.05
     """Entropy coefficient on normalised entropy (times the Phase 5 per-head multipliers)."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: Annotated[float, POSITIVE] = 1.0
     """Global gradient-norm clip."""
-    target_kl: float | None = 0.015
+    target_kl: Annotated[float | None, POSITIVE] = 0.015
     """Approximate-KL target; an update stops before the step that would exceed 1.5x this (None = off)."""
-    epochs: int = 4
+    epochs: Annotated[int, AT_LEAST_1] = 4
     """K: passes over the rollout per update."""
-    minibatches: int = 2
-    """Minibatches of env rows per epoch (each row is one whole episode)."""
-    q_aux_coef: float = 0.5
+    minibatches: Annotated[int, AT_LEAST_1] = 2
+    """Minibatches of env rows per epoch (each row is one whole episode); must divide num_envs."""
+    q_aux_coef: Annotated[float, AT_LEAST_0] = 0.5
     """Critic 'v' only: weight of the detached Q(s, op) auxiliary loss."""
 
 
@@ -208,73 +285,52 @@ class PPOConfig:
 class TrainConfig:
     """A training run."""
 
-    preset: str = "demo"
+    preset: Annotated[str, Rule(choices=tuple(PRESETS))] = "demo"
     """Preset this config was built from."""
-    num_envs: int = 4
-    """Worlds stepped together; one update sees num_envs episodes."""
-    updates: int = 100
+    num_envs: Annotated[int, AT_LEAST_1] = 4
+    """Worlds stepped together; one update sees num_envs episodes. A multiple of ppo.minibatches."""
+    updates: Annotated[int, AT_LEAST_1] = 100
     """PPO updates to run."""
-    seed: int = 0
-    """Seed of everything (worlds, policy, sampling)."""
-    snapshot_every: int = 5
+    seed: Annotated[int, SEED] = 0
+    """Seed of everything (worlds, policy, sampling): 0 to 2**32 - 1."""
+    snapshot_every: Annotated[int, AT_LEAST_1] = 5
     """Write an embedding / per-op-value snapshot every N updates."""
-    checkpoint_every: int = 5
+    checkpoint_every: Annotated[int, AT_LEAST_1] = 5
     """Write checkpoint.pt every N updates (and at the end)."""
-    torch_threads: int = 2
+    torch_threads: Annotated[int, AT_LEAST_1] = 2
     """torch.set_num_threads for the trainer process."""
-    max_minutes: float | None = None
+    max_minutes: Annotated[float | None, POSITIVE] = None
     """Stop (as finished) after the first update that ends past this wall-clock budget; None = run all updates."""
-    backend: str = "local"
+    backend: Annotated[str, Rule(choices=BACKENDS)] = "local"
     """Where the worlds run: 'local' (in this process), 'process' (worker processes on this machine, in parallel) or
     'ray' (one or more Ray actors)."""
     ray_address: str | None = None
     """Ray cluster to join (e.g. 'ray://head:10001' or 'auto'); None starts a local Ray instance sized to this machine."""
-    workers: int | None = None
+    workers: Annotated[int | None, AT_LEAST_1] = None
     """Worker processes ('process': None = one per core) or Ray actors ('ray': None = as many as the cluster's CPUs
-    hold at ray_cpus_per_actor each) to spread the worlds over."""
-    ray_cpus_per_actor: float = 1.0
+    hold at ray_cpus_per_actor each) to spread the worlds over; at most num_envs."""
+    ray_cpus_per_actor: Annotated[float, POSITIVE] = 1.0
     """CPUs each Ray actor requests."""
-    ray_gpus_per_actor: float = 0.0
+    ray_gpus_per_actor: Annotated[float, AT_LEAST_0] = 0.0
     """GPUs each Ray actor requests (0 on CPU-only clusters)."""
     world: WorldConfig = field(default_factory=WorldConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field as plain JSON types (what config.json holds)."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        return _from_dict(cls, _migrate(data))
+    def from_dict(cls, data: Any) -> "TrainConfig":
+        """The config `to_dict` wrote (config.json, a checkpoint's), old files migrated (MOVED_FIELDS), validated;
+        raises ConfigError naming the key for an unknown key, a wrong JSON type or a value that is not allowed."""
+        return validate(_build(cls, _migrate(data)))
 
     @property
     def gamma(self) -> float:
         """The discount (`world.reward.gamma`), shared by the shaping and PPO."""
         return self.world.reward.gamma
-
-
-def _migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """Accept config.json files written before `ppo.gamma` was folded into `world.reward.gamma`."""
-    ppo = data.get("ppo")
-    if not isinstance(ppo, dict) or "gamma" not in ppo:
-        return data
-    reward_gamma = (data.get("world") or {}).get("reward", {}).get("gamma", RewardConfig.gamma)
-    if ppo["gamma"] != reward_gamma:
-        raise ConfigError(f"ppo.gamma ({ppo['gamma']}) differs from world.reward.gamma ({reward_gamma}); the discount "
-                          "is now the one field world.reward.gamma")
-    return {**data, "ppo": {k: v for k, v in ppo.items() if k != "gamma"}}
-
-
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(known)
-    if unknown:
-        raise ConfigError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
-    kwargs = {}
-    for name, value in data.items():
-        default = getattr(cls(), name)
-        kwargs[name] = _from_dict(type(default), value) if dataclasses.is_dataclass(default) else value
-    return cls(**kwargs)
 
 
 def _tiny() -> TrainConfig:
@@ -303,38 +359,195 @@ PRESETS = {"tiny": _tiny, "demo": _demo, "phase4": _phase4}
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
-    """Build a preset; `overrides` set top-level fields or nested ones as 'world.max_epochs'."""
+    """The preset `name` with `overrides` set (top-level fields, or nested ones as 'world.max_epochs'), validated."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    cfg = PRESETS[name]()
-    for key, value in overrides.items():
-        target, attr = cfg, key
-        while "." in attr:
-            head, attr = attr.split(".", 1)
-            target = getattr(target, head)
-        if not hasattr(target, attr):
-            raise ConfigError(f"unknown config field {key!r}")
-        setattr(target, attr, value)
-    validate(cfg)
-    return cfg
+    return with_overrides(PRESETS[name](), **overrides)
+
+
+def with_overrides(cfg: TrainConfig, **overrides: Any) -> TrainConfig:
+    """A validated copy of `cfg` with `overrides` set: top-level fields, or nested ones as 'world.max_epochs'."""
+    cfg = copy.deepcopy(cfg)
+    for path, value in overrides.items():
+        holder, name = _locate(cfg, path)
+        setattr(holder, name, value)
+    return validate(cfg)
+
+
+def field_value(cfg: TrainConfig, path: str) -> Any:
+    """The value of the field `path` ('seed', 'world.max_epochs'); raises ConfigError when it is not a field."""
+    holder, name = _locate(cfg, path)
+    return getattr(holder, name)
+
+
+# --- validation: the one check of every config ------------------------------------------------------------------
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Raise `ConfigError` naming the first field that cannot work."""
-    if cfg.policy.critic not in CRITIC_MODES:
-        raise ConfigError(f"unknown critic {cfg.policy.critic!r}; choose one of {CRITIC_MODES}")
-    if cfg.policy.masks not in MASK_MODES:
-        raise ConfigError(f"unknown policy.masks {cfg.policy.masks!r}; choose one of {MASK_MODES}")
-    if cfg.backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {cfg.backend!r}; choose one of {BACKENDS}")
-    for name in ("num_envs", "updates", "snapshot_every", "checkpoint_every", "torch_threads"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.world.max_epochs < 2:
-        raise ConfigError(f"world.max_epochs must be at least 2, got {cfg.world.max_epochs}")
-    if cfg.num_envs % cfg.ppo.minibatches:
-        raise ConfigError(f"num_envs ({cfg.num_envs}) must be a multiple of ppo.minibatches ({cfg.ppo.minibatches})")
+    """`cfg` itself when every field holds a value its annotation allows and the rules between fields hold; else
+    raises ConfigError naming the first field that does not, its value and what is allowed."""
+    if not isinstance(cfg, TrainConfig):
+        _fail("config", cfg, "a TrainConfig")
+    _check_fields(cfg)
+    _check_cross_fields(cfg)
     return cfg
+
+
+def _check_cross_fields(cfg: TrainConfig) -> None:
+    """The rules between fields (each field alone is already allowed). One discount (world.reward.gamma) makes
+    'PPO's gamma equals the shaping's' true by construction."""
+    num_envs, minibatches = cfg.num_envs, cfg.ppo.minibatches
+    if minibatches > num_envs:
+        _fail("ppo.minibatches", minibatches, f"<= num_envs ({num_envs}): each minibatch holds whole env rows")
+    if num_envs % minibatches:
+        _fail("num_envs", num_envs, f"a multiple of ppo.minibatches ({minibatches})")
+    if cfg.workers is not None and cfg.workers > num_envs:
+        _fail("workers", cfg.workers, f"<= num_envs ({num_envs}) or None: each worker holds at least one world")
+
+
+def _check_fields(obj: Any, prefix: str = "") -> None:
+    for name, hint in _hints(type(obj)).items():
+        _check(prefix + name, getattr(obj, name), hint)
+
+
+def _check(path: str, value: Any, hint: Any) -> None:
+    """Raise ConfigError unless `value` is what the annotation `hint` allows (into nested configs and dicts)."""
+    kind, rule, optional = _unpack(hint)
+    if value is None and optional:
+        return
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, kind):
+            _fail(path, value, f"a {kind.__name__}")
+        _check_fields(value, path + ".")
+    elif get_origin(kind) is dict:
+        if not isinstance(value, dict):
+            _fail(path, value, "an object (a dict)")
+        key_hint, value_hint = get_args(kind)
+        for key, item in value.items():
+            _check(f"{path} key", key, key_hint)
+            _check(f"{path}.{key}", item, value_hint)
+    elif not (_is_kind(value, kind) and rule.allows(value)):
+        _fail(path, value, _allowed(kind, rule, optional))
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    """isinstance, except that a bool is no number and an int is a float."""
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
+KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _allowed(kind: type, rule: Rule, optional: bool) -> str:
+    """What a field allows, in words: 'an integer >= 1', 'a number in (0, 1)', "one of 'a', 'b'", ... 'or None'."""
+    if rule.choices:
+        text = rule.text()
+    elif rule == FINITE and kind is float:
+        text = "a finite number"
+    else:
+        text = " ".join(filter(None, ("an even integer" if rule.even else KIND_NAMES[kind], rule.text())))
+    return text + (" or None" if optional else "")
+
+
+def _fail(path: str, value: Any, allowed: str) -> NoReturn:
+    raise ConfigError(f"{path} = {reprlib.repr(value)}: must be {allowed}")
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """Each field's annotation, with its Rule (evaluated on first use, when every name the annotations use exists)."""
+    hints = get_type_hints(cls, include_extras=True)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unpack(hint: Any) -> tuple[Any, Rule, bool]:
+    """(the bare type, its Rule, whether None is allowed) of an annotation: `Annotated[int | None, AT_LEAST_1]`."""
+    rule = FINITE
+    if get_origin(hint) is Annotated:
+        hint, rule = get_args(hint)[:2]
+    args = get_args(hint)
+    optional = get_origin(hint) in (Union, types.UnionType) and type(None) in args
+    if optional:
+        hint = next(a for a in args if a is not type(None))
+    return hint, rule, optional
+
+
+def _locate(cfg: Any, path: str) -> tuple[Any, str]:
+    """(the config holding the field `path`, the field's name); raises ConfigError when `path` is not a field."""
+    holder, target = None, cfg
+    for name in path.split("."):
+        if not (dataclasses.is_dataclass(target) and name in _hints(type(target))):
+            raise ConfigError(_unknown(path))
+        holder, target = target, getattr(target, name)
+    return holder, name
+
+
+def _unknown(path: str) -> str:
+    """'unknown config field ...', with where it moved (MOVED_FIELDS) or the field most likely meant."""
+    if path in MOVED_FIELDS:
+        new, why = MOVED_FIELDS[path]
+        return f"{path} is not a config field ({why}): set {new}"
+    parent, _, name = path.rpartition(".")
+    paths = [p.rpartition(".") for p in _field_paths(TrainConfig)]  # (parent, '.', name)
+    near = difflib.get_close_matches(name, [n for up, _, n in paths if up == parent], n=1)
+    near = [f"{parent}.{n}" if parent else n for n in near] or ["".join(p) for p in paths if p[2] == name]
+    return f"unknown config field {path!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+
+
+def _field_paths(cls: type, prefix: str = "") -> list[str]:
+    """Every leaf field of `cls` as a dotted path."""
+    paths = []
+    for name, hint in _hints(cls).items():
+        kind = _unpack(hint)[0]
+        paths += _field_paths(kind, f"{prefix}{name}.") if dataclasses.is_dataclass(kind) else [prefix + name]
+    return paths
+
+
+# --- from_dict ----------------------------------------------------------------------------------------------------
+
+
+def _build(cls: type, data: Any, prefix: str = "") -> Any:
+    """A `cls` from a dict of its fields, nested configs from nested dicts; raises ConfigError for a value that is not
+    a dict or for an unknown key (the values are `validate`'s to check)."""
+    if not isinstance(data, dict):
+        _fail(prefix[:-1] or "config", data, f"an object of {cls.__name__} fields")
+    kwargs = {}
+    for name, value in data.items():
+        if name not in _hints(cls):
+            raise ConfigError(_unknown(f"{prefix}{name}"))
+        kind = _unpack(_hints(cls)[name])[0]
+        kwargs[name] = _build(kind, value, f"{prefix}{name}.") if dataclasses.is_dataclass(kind) else value
+    return cls(**kwargs)
+
+
+_MISSING = object()
+
+
+def _lookup(data: Any, path: str, default: Any = _MISSING) -> Any:
+    """The value at the dotted `path` of nested dicts, or `default`."""
+    for name in path.split("."):
+        if not isinstance(data, dict) or name not in data:
+            return default
+        data = data[name]
+    return data
+
+
+def _migrate(data: Any) -> Any:
+    """`data` without the old paths of MOVED_FIELDS, each dropped when it agrees with its new place (config files
+    written before the move); raises ConfigError when they differ."""
+    for old, (new, why) in MOVED_FIELDS.items():
+        value = _lookup(data, old)
+        if value is _MISSING:
+            continue
+        current = _lookup(data, new, field_value(TrainConfig(), new))
+        if value != current:
+            raise ConfigError(f"{old} = {value!r} differs from {new} = {current!r} ({why}): keep {new}, drop {old}")
+        data = copy.deepcopy(data)
+        parent, _, name = old.rpartition(".")
+        (_lookup(data, parent) if parent else data).pop(name)
+    return data
 
 
 def field_help(cls: type) -> dict[str, str]:

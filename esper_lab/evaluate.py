@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from esper_lab.config import WorldConfig
 from esper_lab.env.backends import close_vector_env, make_worlds
+from esper_lab.env.morpho_env import SUMMARY_KEY
 from esper_lab.env.process_vector import default_workers
 from esper_lab.policy.baselines import Policy, make_baseline
 
@@ -45,7 +46,8 @@ def run_episodes(
                 done = bool(truncated.all())
         finally:
             close_vector_env(env)
-        summaries += [{**info["episode"], "episode_seed": s, "steps": cfg.max_epochs} for info, s in zip(infos, chunk)]
+        summaries += [{**info[SUMMARY_KEY], "episode_seed": s, "steps": cfg.max_epochs}
+                      for info, s in zip(infos, chunk)]
     return summaries
 
 

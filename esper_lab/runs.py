@@ -10,26 +10,36 @@ runs/<name>/
   baselines.json  heuristic / random / wait return and accuracy on this run's world (the charts' reference lines)
   checkpoint.pt   latest; written to a temporary file then os.replace'd
   trainer.log     stdout/stderr of a trainer the dashboard started (the only file written outside this module)
+  .lock           the writer's `flock`, with its pid and host: one trainer owns a run directory at a time
 ```
 
 This module is the only code that writes a run directory (`create_run`, `mark_launched`, `mark_killed`,
-`RunWriter`) and owns the metrics schema (`METRIC_KEYS`). Writers never leave a half file where a reader looks (`atomic_write`); readers never crash on a missing or
-half-written run (a partial last line of a `.jsonl` is skipped, a missing file reads as empty).
+`RunWriter`) and owns the metrics schema (`METRIC_KEYS`). A writer takes the run's lock before it writes anything
+(`RunLock`), refuses a folder that is not a run, and removes the temporary files a killed writer left. Writers never
+leave a half file where a reader looks (`atomic_write`); readers never crash on a missing, half-written or foreign
+run (a partial last line of a `.jsonl` is skipped, a missing file or one of the wrong JSON type reads as empty).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
+import hashlib
 import json
 import math
 import os
+import socket
 import tempfile
 import time
+import weakref
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 
 from esper_lab.actions import HEAD_NAMES, OP_NAMES
+from esper_lab.config import TrainConfig
 
 RUN_STATES = ("running", "finished", "failed", "stopped")
 
@@ -52,7 +62,12 @@ PPO_METRIC_KEYS = (
 METRIC_KEYS = ROLLOUT_METRIC_KEYS + PPO_METRIC_KEYS
 assert len(set(METRIC_KEYS)) == len(METRIC_KEYS), "a metric name is defined twice"
 CHECKPOINT_SCHEMA = "esper_lab.checkpoint/1"
+CHECKPOINT_KEYS = ("config", "update", "env_steps", "policy", "obs_norm", "optimizer", "reward_norm", "torch_rng")
 DEFAULT_RUNS_ROOT = "runs"
+LOCK_NAME = ".lock"
+LOG_NAME = "trainer.log"
+TRAINER_FILES = ("metrics.jsonl", "events.jsonl", "baselines.json", "checkpoint.pt")  # what a fresh start replaces
+LOCK_PATIENCE_S = 0.25  # how long a writer retries a lock that a reader's probe (`lock_holder`) holds for microseconds
 
 
 class RunDirError(RuntimeError):
@@ -61,6 +76,15 @@ class RunDirError(RuntimeError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, corrupt, or not an esper_lab checkpoint of this schema."""
+
+
+class RunLockedError(RunDirError):
+    """Another live process holds the run directory's lock; `holder` is its `{"pid", "host", "since"}` or None."""
+
+    def __init__(self, run_dir: Path, holder: dict[str, Any] | None):
+        self.holder = holder
+        who = f"pid {holder['pid']} on {holder['host']}" if holder else "a process that just exited"
+        super().__init__(f"{run_dir} is in use by another trainer ({who}); stop it first or choose another --run-dir")
 
 
 def runs_root() -> Path:
@@ -121,36 +145,45 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         raise
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON file's object, or None if it is missing or unreadable (never raises for a half-written file)."""
+def _object(text: str | bytes) -> dict[str, Any] | None:
+    """The JSON object in `text`, or None if it is not JSON or holds another type (`[1, 2]`, a number, a string)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's object, or None if it is missing, unreadable or not an object (never raises for a half-written
+    or foreign file)."""
+    try:
+        return _object(path.read_bytes())
+    except OSError:
         return None
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every complete line of a JSONL file; a missing file is empty and a partial or corrupt line is skipped."""
+    """Every complete line of a JSONL file that holds an object; a missing file is empty and a partial, corrupt or
+    non-object line is skipped."""
     try:
-        text = path.read_text()
+        text = path.read_text(errors="replace")
     except OSError:
         return []
-    rows = []
-    for line in text.splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows
+    return [row for row in map(_object, text.splitlines()) if row is not None]
 
 
 # --- checkpoints --------------------------------------------------------------------------------------------------
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Atomically save `payload` (tensors, numbers, strings, lists, dicts) with the schema tag."""
+    """Atomically save `payload` (tensors, numbers, strings, lists, dicts; every `CHECKPOINT_KEYS`) with the schema
+    tag."""
     import io
 
+    missing = [key for key in CHECKPOINT_KEYS if key not in payload]
+    if missing:
+        raise ValueError(f"a checkpoint needs every runs.CHECKPOINT_KEYS; missing {missing}")
     buf = io.BytesIO()
     torch.save({"schema": CHECKPOINT_SCHEMA, **payload}, buf)
     atomic_write(Path(path), buf.getvalue())
@@ -171,20 +204,196 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("schema") != CHECKPOINT_SCHEMA:
         found = payload.get("schema") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: expected checkpoint schema {CHECKPOINT_SCHEMA!r}, found {found!r}")
+    missing = [key for key in CHECKPOINT_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: a {CHECKPOINT_SCHEMA!r} checkpoint with keys missing: {', '.join(missing)}")
     return payload
+
+
+@contextlib.contextmanager
+def restoring(path: Path | str) -> Iterator[None]:
+    """Around loading a checkpoint's contents into a model: a value that does not fit (a tensor of another size, a
+    config of another type) becomes a one-line `CheckpointError` naming the file."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise CheckpointError(f"{path} does not fit the model its config describes: {detail}") from exc
+
+
+# --- the lock: one trainer owns a run directory ------------------------------------------------------------------
+
+_held_locks: "weakref.WeakSet[RunLock]" = weakref.WeakSet()
+
+
+def _try_flock(fd: int, kind: int, patience_s: float) -> bool:
+    """Take `flock(fd, kind)` without blocking, retrying for `patience_s`; whether it was taken."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+
+class RunLock:
+    """An exclusive `flock` on `<run_dir>/.lock`, which records this process's pid and host.
+
+    Held until `release()`, until the object is collected, or until the process dies: the kernel drops it then, so
+    a lock file left by a dead process never blocks anyone (its stale pid is overwritten). Raises `RunLockedError`
+    naming the holder when another live process has it, `RunDirError` when the file cannot be opened."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        try:
+            self.file = open(self.path, "a+b")  # appending: never truncates a live holder's pid before we own it
+        except OSError as exc:
+            raise RunDirError(f"cannot write into {self.path.parent}: {exc.strerror or exc}") from None
+        if not _try_flock(self.file.fileno(), fcntl.LOCK_EX, LOCK_PATIENCE_S):
+            self.file.close()
+            raise RunLockedError(self.path.parent, lock_holder(self.path.parent))
+        self.pid = os.getpid()
+        self.file.truncate(0)
+        self.file.write(dumps({"pid": self.pid, "host": socket.gethostname(), "since": time.time()}).encode())
+        self.file.flush()
+        _held_locks.add(self)
+
+    def release(self) -> None:
+        """Give the lock up (a no-op in a forked child, whose copy `_drop_inherited_locks` already detached)."""
+        if not self.file.closed and os.getpid() == self.pid:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_UN)
+        self.file.close()
+        _held_locks.discard(self)
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (a world worker): point every inherited lock descriptor at /dev/null, so that the lock dies
+    with the trainer, not with the last of its workers."""
+    if not _held_locks:
+        return
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        for lock in list(_held_locks):
+            if not lock.file.closed:
+                os.dup2(null, lock.file.fileno(), inheritable=False)
+    finally:
+        os.close(null)
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+def lock_holder(run_dir: Path | str) -> dict[str, Any] | None:
+    """`{"pid", "host", "since"}` of the live process holding the run's lock, or None when nobody holds it (a lock
+    file left by a dead process is free). A field the holder has not written yet reads as None."""
+    try:
+        file = open(Path(run_dir) / LOCK_NAME, "rb")
+    except OSError:
+        return None
+    with file:  # closing drops the shared lock a free file gives us
+        if _try_flock(file.fileno(), fcntl.LOCK_SH, 0.0):
+            return None
+        record = _object(file.read()) or {}
+    return {key: record.get(key) for key in ("pid", "host", "since")}
+
+
+# --- what a folder is: a run, a folder a run may start in, or someone else's ----------------------------------------
+
+
+def is_run_config(data: Any) -> bool:
+    """Whether a parsed config.json is an esper_lab config: an object with TrainConfig's fields only, whose
+    sections (world, policy, ppo) are objects."""
+    fields = TrainConfig().to_dict()
+    sections = [name for name, value in fields.items() if isinstance(value, dict)]
+    return isinstance(data, dict) and set(data) <= set(fields) and all(isinstance(data.get(k), dict) for k in sections)
+
+
+def _is_temporary(name: str) -> bool:
+    """A temporary file of `atomic_write` or `mark_launched` (`.<name>.<random>.tmp`)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def _entries(folder: Path) -> list[str]:
+    """The names in `folder` ([] if it does not exist); `RunDirError` if it cannot be listed."""
+    try:
+        return sorted(os.listdir(folder)) if folder.is_dir() else []
+    except OSError as exc:
+        raise RunDirError(f"cannot read {folder}: {exc.strerror or exc}") from None
+
+
+def _check_writable_folder(run_dir: Path, resume: bool) -> None:
+    """Refuse, before anything is written, a path that is a file, a resume of something that is not a run, and an
+    existing folder that holds someone else's files (anything but a run, a launcher's trainer.log, lock or temporaries)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is a file, not a run directory")
+    if is_run_config(read_json(run_dir / "config.json")):
+        return
+    if resume:
+        raise RunDirError(f"cannot resume: {run_dir} is not a run directory (no esper_lab config.json)")
+    foreign = [n for n in _entries(run_dir) if n not in (LOCK_NAME, LOG_NAME) and not _is_temporary(n)]
+    if "config.json" in foreign:
+        raise RunDirError(f"{run_dir} is not an esper_lab run: its config.json is not an esper_lab config; choose a "
+                          "new or empty --run-dir")
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise RunDirError(f"{run_dir} is not empty and is not an esper_lab run (it holds {shown}); choose a new or "
+                          "empty --run-dir")
+
+
+def _make_folder(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
+
+
+def _check_fresh_start(run_dir: Path, overwrite: bool) -> None:
+    """Refuse to start a run over one that has made progress (metrics or a checkpoint), unless `overwrite`."""
+    updates = len(read_jsonl(run_dir / "metrics.jsonl"))
+    if overwrite or not (updates or (run_dir / "checkpoint.pt").exists()):
+        return
+    if (run_dir / "checkpoint.pt").exists():
+        raise RunDirError(f"{run_dir} already holds a run ({updates} updates and a checkpoint); pass --resume to "
+                          "continue it, --overwrite to restart it from scratch, or choose a new --run-dir")
+    raise RunDirError(f"{run_dir} already holds a run ({updates} updates, stopped before its first checkpoint); pass "
+                      "--overwrite to restart it from scratch, or choose a new --run-dir")
+
+
+def _check_resumable(run_dir: Path) -> None:
+    if not (run_dir / "checkpoint.pt").is_file():
+        raise RunDirError(f"cannot resume {run_dir}: it has no checkpoint.pt (it stopped before its first "
+                          "checkpoint); pass --overwrite instead of --resume to restart it from scratch")
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _temporaries(run_dir: Path) -> list[Path]:
+    """Temporary files a killed writer left in the run directory and its snapshots/."""
+    return [folder / n for folder in (run_dir, run_dir / "snapshots") for n in _entries(folder) if _is_temporary(n)]
+
+
+def _trainer_outputs(run_dir: Path) -> list[Path]:
+    """What a fresh start replaces: the logs, baselines, checkpoint and snapshots of an earlier start."""
+    snapshots = run_dir / "snapshots"
+    return [run_dir / n for n in TRAINER_FILES] + [snapshots / n for n in _entries(snapshots) if n.startswith("update_")]
 
 
 # --- writers (trainer side, and the dashboard before its trainer starts) ----------------------------------------
 
 
-def create_run(run_dir: Path | str, config: dict[str, Any]) -> Path:
-    """Make `run_dir` a run: write its config.json. Refuses a directory that already holds a run with metrics."""
-    run_dir = Path(run_dir)
-    if (run_dir / "metrics.jsonl").exists() and read_jsonl(run_dir / "metrics.jsonl"):
-        raise RunDirError(f"{run_dir} already holds a run; pass --resume to continue it or choose a new --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "config.json", json.dumps(config, indent=2))
-    return run_dir
+def create_run(run_dir: Path | str, config: dict[str, Any], *, overwrite: bool = False) -> Path:
+    """Make `run_dir` a run (its config.json) under the run's lock, then let the lock go; refusals as `RunWriter`."""
+    writer = RunWriter(run_dir, config, overwrite=overwrite)
+    writer.release()
+    return writer.dir
 
 
 def mark_launched(run_dir: Path | str, pid: int, updates_total: int) -> None:
@@ -198,7 +407,7 @@ def mark_launched(run_dir: Path | str, pid: int, updates_total: int) -> None:
     tmp.write_text(text)
     try:
         os.link(tmp, path)
-    except FileExistsError:
+    except (FileExistsError, FileNotFoundError):  # written already, or the starting trainer swept the temporary
         pass
     finally:
         tmp.unlink(missing_ok=True)
@@ -212,27 +421,55 @@ def mark_killed(run_dir: Path | str, error: str) -> None:
 
 
 class RunWriter:
-    """Writes one run directory. `resume=True` keeps what is there (metrics beyond the checkpoint are trimmed)."""
+    """Writes one run directory, holding its lock (`RunLock`) from before the first write until `release()`.
 
-    def __init__(self, run_dir: Path | str, config: dict[str, Any], *, resume: bool = False):
+    A fresh start refuses a file, a folder holding someone else's files, a live run and a run that made progress
+    (unless `overwrite`), then replaces the outputs of any earlier start. `resume=True` needs a run with a
+    checkpoint and keeps what is there (metrics beyond the checkpoint are trimmed by `truncate_after`). Either way
+    the temporary files a killed writer left are removed. Writing after `release()` takes the lock again."""
+
+    def __init__(self, run_dir: Path | str, config: dict[str, Any], *, resume: bool = False, overwrite: bool = False):
+        if resume and overwrite:
+            raise ValueError("resume and overwrite exclude each other")
         self.dir = Path(run_dir)
-        if resume:
-            if not (self.dir / "config.json").is_file():
-                raise RunDirError(f"cannot resume: {self.dir} is not a run directory (no config.json)")
-        else:
-            create_run(self.dir, config)
-        (self.dir / "snapshots").mkdir(exist_ok=True)
-        self._status: dict[str, Any] = read_json(self.dir / "status.json") or {}
+        _check_writable_folder(self.dir, resume)
+        _make_folder(self.dir)
+        self._lock: RunLock | None = RunLock(self.dir)
+        try:
+            _remove(_temporaries(self.dir))
+            if resume:
+                _check_resumable(self.dir)
+            else:
+                _check_fresh_start(self.dir, overwrite)
+                _remove(_trainer_outputs(self.dir) + ([self.dir / "status.json"] if overwrite else []))
+                atomic_write(self.dir / "config.json", json.dumps(config, indent=2))
+            (self.dir / "snapshots").mkdir(exist_ok=True)
+        except BaseException:
+            self.release()
+            raise
+        self._status: dict[str, Any] = (read_json(self.dir / "status.json") or {}) if resume else {}
 
     @property
     def checkpoint_path(self) -> Path:
         return self.dir / "checkpoint.pt"
 
+    def release(self) -> None:
+        """Let the run's lock go (the trainer does when its loop ends); safe to call twice."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _own(self, name: str) -> Path:
+        """`dir / name`, once this writer holds the run's lock (taken again after `release()`)."""
+        if self._lock is None:
+            self._lock = RunLock(self.dir)
+        return self.dir / name
+
     def status(self, state: str, **fields: Any) -> None:
         if state not in RUN_STATES:
             raise ValueError(f"unknown run state {state!r}")
         self._status.update(fields, state=state, pid=os.getpid(), updated_at=time.time())
-        atomic_write(self.dir / "status.json", dumps(self._status))
+        atomic_write(self._own("status.json"), dumps(self._status))
 
     def metrics(self, record: dict[str, Any]) -> None:
         self._append("metrics.jsonl", [record])
@@ -241,30 +478,76 @@ class RunWriter:
         self._append("events.jsonl", list(records))
 
     def snapshot(self, update: int, data: dict[str, Any]) -> None:
-        atomic_write(self.dir / "snapshots" / f"update_{update:06d}.json", dumps({"update": update, **data}))
+        atomic_write(self._own("snapshots") / f"update_{update:06d}.json", dumps({"update": update, **data}))
 
     def checkpoint(self, payload: dict[str, Any]) -> None:
-        save_checkpoint(self.checkpoint_path, payload)
+        save_checkpoint(self._own(self.checkpoint_path.name), payload)
 
     def has_baselines(self) -> bool:
-        return (self.dir / "baselines.json").is_file()
+        return read_json(self.dir / "baselines.json") is not None
 
     def baselines(self, reference: dict[str, dict[str, float]]) -> None:
         """`{policy: {"episode_return", "val_acc"}}`: the baselines' results on this run's world (reference lines)."""
-        atomic_write(self.dir / "baselines.json", dumps(reference))
+        atomic_write(self._own("baselines.json"), dumps(reference))
 
     def truncate_after(self, update: int) -> None:
         """On resume: drop records newer than the checkpoint's update so the logs match the restored state."""
         for name in ("metrics.jsonl", "events.jsonl"):
-            rows = [r for r in read_jsonl(self.dir / name) if r.get("update", 0) <= update]
-            atomic_write(self.dir / name, "".join(dumps(r) + "\n" for r in rows))
+            rows = [r for r in read_jsonl(self.dir / name) if _update_of(r) <= update]
+            atomic_write(self._own(name), "".join(dumps(r) + "\n" for r in rows))
 
     def _append(self, name: str, records: list[dict[str, Any]]) -> None:
         if not records:
             return
-        with open(self.dir / name, "a", encoding="utf-8") as f:
+        with open(self._own(name), "a", encoding="utf-8") as f:
             f.write("".join(dumps(r) + "\n" for r in records))
             f.flush()
+
+
+def _update_of(row: dict[str, Any]) -> float:
+    """A log row's update (0 if it has none, infinity if it is not a number: such a row is not kept on resume)."""
+    update = row.get("update", 0)
+    return update if isinstance(update, (int, float)) and not isinstance(update, bool) else math.inf
+
+
+# --- the cache: results that depend only on a key and the code (the baselines of a run's world) --------------------
+
+
+def cache_root() -> Path:
+    """Where cached results live: `$ESPER_LAB_CACHE`, else `$XDG_CACHE_HOME/esper_lab`, else `~/.cache/esper_lab`."""
+    if os.environ.get("ESPER_LAB_CACHE"):
+        return Path(os.environ["ESPER_LAB_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "esper_lab"
+
+
+@functools.lru_cache(maxsize=1)
+def _source_fingerprint() -> str:
+    """sha256 of every .py file of the package: a cached result never outlives the code that computed it."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def cache_path(kind: str, key: dict[str, Any]) -> Path:
+    """`<cache_root>/<kind>/<sha256 of the canonical key JSON and the package's source>.json`."""
+    canonical = json.dumps(key, sort_keys=True, separators=(",", ":"), default=_json_default)
+    name = hashlib.sha256(f"{canonical}\0{_source_fingerprint()}".encode()).hexdigest()
+    return cache_root() / kind / f"{name}.json"
+
+
+def read_cached(kind: str, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The object cached under (`kind`, `key`), or None."""
+    return read_json(cache_path(kind, key))
+
+
+def write_cached(kind: str, key: dict[str, Any], value: dict[str, Any]) -> None:
+    """Cache `value` under (`kind`, `key`); best effort: an unwritable cache only costs the next run the work."""
+    try:
+        atomic_write(cache_path(kind, key), dumps(value))
+    except OSError:
+        pass
 
 
 # --- reader (dashboard and notebook side) -------------------------------------------------------------------------
@@ -293,6 +576,10 @@ class RunReader:
 
     def status(self) -> dict[str, Any]:
         return read_json(self.dir / "status.json") or {}
+
+    def lock_holder(self) -> dict[str, Any] | None:
+        """`{"pid", "host", "since"}` of the trainer that owns the run now, or None (see `lock_holder`)."""
+        return lock_holder(self.dir)
 
     def metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.dir / "metrics.jsonl")

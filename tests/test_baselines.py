@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from esper_lab.actions import HEAD_NAMES, CNN_BLUEPRINTS, LifecycleOp, SeedStage
 from esper_lab.config import WorldConfig
-from esper_lab.env.morpho_env import Action, World
+from esper_lab.env.morpho_env import SUMMARY_KEY, Action, World
 from esper_lab.evaluate import evaluate_policies, format_table
 from esper_lab.features import batch_obs_to_features
 from esper_lab.policy.baselines import HeuristicPolicy, Policy, RandomLegalPolicy, WaitPolicy, make_baseline
@@ -89,7 +89,7 @@ def test_heuristic_runs_a_seed_through_its_lifecycle():
         report = world.report()
         stages |= {s.stage for s in report.slots if s is not None}
     assert {SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING} <= stages
-    assert SeedStage.FOSSILIZED in stages or info["episode"]["pruned"] > 0
+    assert SeedStage.FOSSILIZED in stages or info[SUMMARY_KEY]["pruned"] > 0
 
 
 def test_policies_satisfy_the_protocol():

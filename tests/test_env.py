@@ -17,7 +17,7 @@ from esper_lab.actions import (
     TempoAction,
 )
 from esper_lab.config import WorldConfig
-from esper_lab.env.morpho_env import MorphoEnv, World, WorldAdam
+from esper_lab.env.morpho_env import SUMMARY_KEY, MorphoEnv, World, WorldAdam
 from esper_lab.env.reward import REWARD_TERMS
 from esper_lab.env.vector import VectorEnv
 from esper_lab.features import OBS_DIM, batch_obs_to_features
@@ -68,7 +68,7 @@ def test_spaces_and_observation_match_features():
     assert np.array_equal(obs["obs"], expected_obs[0].numpy())
     assert obs["blueprint_indices"].tolist() == [-1, int(BlueprintAction.CONV_HEAVY), -1] == expected_idx[0].tolist()
     assert not terminated and not truncated and isinstance(reward, float)
-    assert set(env.action_masks()) == {*HEAD_NAMES, OP_SLOT_KEY}
+    assert set(env.action_masks_by_head()) == {*HEAD_NAMES, OP_SLOT_KEY}
 
 
 def test_same_seed_same_episode_and_different_seed_differs():
@@ -115,8 +115,8 @@ def test_info_events_and_episode_summary():
     event = infos[0]["events"][0]
     assert event == {"slot": "r0c2", "epoch": 1, "from": "DORMANT", "to": "GERMINATED", "blueprint": "CONV_HEAVY",
                      "alpha": 0.0}
-    assert "episode" not in infos[-2]
-    summary = infos[-1]["episode"]
+    assert SUMMARY_KEY not in infos[-2]
+    summary = infos[-1][SUMMARY_KEY]
     assert summary["germinated"] == 1 and summary["fossilized"] == 0 and summary["epochs"] == 6
     assert summary["seed_params"] > 0 and summary["host_params"] == 386
     with pytest.raises(RuntimeError, match="episode ended"):

@@ -12,6 +12,7 @@ import torch
 
 from esper_lab.config import ConfigError, preset
 from esper_lab.env.backends import close_vector_env, make_vector_env
+from esper_lab.env.morpho_env import SUMMARY_KEY
 from esper_lab.env.process_vector import ProcessVectorEnv, WorkerDied, WorkerError, default_workers
 from esper_lab.env.vector import VectorEnv
 from esper_lab.features import batch_obs_to_features
@@ -50,7 +51,7 @@ def test_env_steps_identical_to_local(envs):
         for a, b in zip(rest_l[:3], rest_p[:3]):  # rewards, terminated, truncated
             assert torch.equal(a, b)
         assert rest_l[3] == rest_p[3]  # infos
-    assert rest_p[2].all() and "episode" in rest_p[3][2]
+    assert rest_p[2].all() and SUMMARY_KEY in rest_p[3][2]
 
 
 def test_a_worlds_own_error_is_named_and_bad_input_is_refused(envs):

@@ -18,6 +18,7 @@ import torch
 
 from esper_lab.config import ConfigError, preset
 from esper_lab.env.backends import close_vector_env, make_vector_env
+from esper_lab.env.morpho_env import SUMMARY_KEY
 from esper_lab.env.ray_vector import (
     BackendUnavailable,
     RayVectorEnv,
@@ -135,7 +136,7 @@ def test_env_steps_identical_to_local(ray_envs):
         wire = (reports_r, rest_r[3])
         assert pickle.loads(pickle.dumps(wire)) == wire
     assert rest_r[2].all()  # truncated at max_epochs
-    assert "episode" in rest_r[3][2]
+    assert SUMMARY_KEY in rest_r[3][2]
 
 
 def test_a_worlds_own_error_is_named(ray_envs):

@@ -26,6 +26,13 @@ def describe(config: dict) -> str:
             f"{config.get('updates', '?')} updates · seed {config.get('seed', '?')}")
 
 
+def owner(holder: dict | None) -> str:
+    """' · written by pid 123 on host' for the trainer holding the run's lock, '' when nobody holds it."""
+    if not holder:
+        return ""
+    return f" · written by pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+
+
 def _stop(run_dir: Path) -> None:
     st.session_state["flash"] = process.stop_run(run_dir)
 
@@ -44,7 +51,7 @@ def _header(run: RunRef, was_live: bool) -> None:
     with left:
         badge = BADGES.get(state, ":orange-badge[waiting for the trainer's first status]")
         st.markdown(f"### {run.name} {badge}")
-        st.caption(describe(data.config(run.dir)))
+        st.caption(describe(data.config(run.dir)) + owner(data.lock_holder(run.dir)))
     with right:
         if state == "running":
             st.button("Stop", key="stop", type="primary", on_click=_stop, args=(run.dir,), width="stretch")

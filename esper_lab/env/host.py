@@ -26,9 +26,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from esper_lab.actions import DEFAULT_SLOT_IDS
+from esper_lab.config import HOSTS
 from esper_lab.env.data import IMAGE_SHAPE, NUM_CLASSES
 
-HOST_WIDTHS = {"impaired": 4, "strong": 16}
+HOST_WIDTHS = dict(zip(HOSTS, (4, 16)))  # channels of each host kind, in the order config.HOSTS names them
 FEATURE_SIZE = 4  # spatial size of the host's feature maps at every injection point (4x4)
 
 

@@ -56,6 +56,7 @@ from esper_lab.actions import (
     SlotView,
     TempoAction,
     compute_action_masks,
+    head_masks,
     head_sizes,
     is_op_legal_for_slot,
 )
@@ -70,6 +71,12 @@ from esper_lab import features
 PLATEAU_DELTA = 0.5  # an epoch that improves validation accuracy by less than this (pp) extends the plateau
 STABILIZE_WINDOW = 3  # host_stabilized: relative val-loss improvement over this many epochs...
 STABILIZE_THRESHOLD = 0.03  # ...below 3% (latched once reached)
+SUMMARY_KEY = "summary"
+"""The step-info key of the env's own episode summary (`World.summary()`), set on an episode's last step by every
+world face: World, VectorEnv, the process and Ray backends, MorphoEnv."""
+EPISODE_STATS_KEY = "episode"
+"""The step-info key of the ecosystem's episode statistics `{"r": return, "l": length, "t": seconds}` (gymnasium's
+`RecordEpisodeStatistics`, Stable-Baselines3's `Monitor` and logger), set by MorphoEnv on an episode's last step."""
 
 
 class WorldAdam:
@@ -252,7 +259,8 @@ class World:
     # -- one step -------------------------------------------------------------------------------------------------
 
     def step(self, values: Sequence[int]) -> tuple[float, bool, dict[str, Any]]:
-        """Execute one action, reward it, tick, train the next epoch. Returns `(reward, truncated, info)`."""
+        """Execute one action, reward it, tick, train the next epoch. Returns `(reward, truncated, info)`; on the
+        episode's last step `info[SUMMARY_KEY]` is `summary()`."""
         with torch_threads(self.cfg.env_threads):
             return self._step(values)
 
@@ -286,7 +294,7 @@ class World:
         info = self._step_info(action, requested, executed, legal, succeeded, terms, events)
         self.done = terminal
         if terminal:
-            info["episode"] = self.summary()
+            info[SUMMARY_KEY] = self.summary()
         else:
             self._run_epoch()
         return terms.total, terminal, info
@@ -529,7 +537,10 @@ class MorphoEnv(gym.Env):
 
     `reset(seed=s)` starts episode `s`; `reset()` without a seed starts the next episode of this env's stream (the
     constructor's `seed` seeds that stream). Episodes end by truncation at `max_epochs`; `terminated` is always False.
-    An illegal action executes as WAIT, and `info["illegal"]` / `info["executed_op"]` say so.
+    An illegal action executes as WAIT, and `info["illegal"]` / `info["executed_op"]` say so. The last step's info
+    holds the ecosystem's episode statistics `info["episode"] = {"r", "l", "t"}` (`EPISODE_STATS_KEY`) and the
+    world's own summary `info[SUMMARY_KEY]`, so gymnasium's and Stable-Baselines3's tools (sb3-contrib's MaskablePPO
+    and RecurrentPPO included) work on it without a wrapper.
     """
 
     metadata = {"render_modes": []}
@@ -542,6 +553,7 @@ class MorphoEnv(gym.Env):
         self.observation_space = observation_space()
         self._first_seed = seed
         self.timings: dict[str, float] = {}
+        self._episode_start, self._episode_length = time.perf_counter(), 0
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is None and self._first_seed is not None:
@@ -549,12 +561,22 @@ class MorphoEnv(gym.Env):
         self._first_seed = None
         super().reset(seed=seed)
         episode_seed = seed if seed is not None else int(self.np_random.integers(2**62))
+        self._episode_start, self._episode_length = time.perf_counter(), 0
         self.world.reset(episode_seed)
         return self._observation(), {"episode_seed": episode_seed, "val_acc": self.world.val_accs[-1]}
 
     def step(self, action):
         reward, truncated, info = self.world.step(np.asarray(action).reshape(-1).tolist())
+        self._episode_length += 1
+        if truncated:
+            info[EPISODE_STATS_KEY] = self._episode_statistics()
         return self._observation(), float(reward), False, truncated, info
+
+    def _episode_statistics(self) -> dict[str, float | int]:
+        """`{"r": return (float), "l": steps (int), "t": seconds since reset (float)}`, as gymnasium's
+        `RecordEpisodeStatistics` reports them; `r` is the sum of the rewards `step` returned."""
+        return {"r": float(self.world.episode_return), "l": self._episode_length,
+                "t": round(time.perf_counter() - self._episode_start, 6)}
 
     def _observation(self) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
@@ -566,6 +588,18 @@ class MorphoEnv(gym.Env):
         """What `features.py` consumes for this world."""
         return self.world.report()
 
-    def action_masks(self) -> dict[str, torch.Tensor]:
-        """Legal-action masks `{head: bool [k]}` in `HEAD_NAMES` order."""
+    def action_masks(self) -> np.ndarray:
+        """The legal-action mask as masked-PPO libraries (sb3-contrib's MaskablePPO, ...) read it: ONE flat bool
+        array of length `sum(action_space.nvec)`, the per-head masks concatenated in `HEAD_NAMES` order.
+
+        A flat per-head mask cannot say that the legal slots depend on the op: its slot part allows every enabled
+        slot and its op part every op legal in SOME slot. Such libraries sample the heads independently, so they can
+        pick an op on a slot where it is illegal; the world executes that combination as WAIT and reports
+        `info["illegal"]`. `action_masks_by_head()` has the op-conditioned slot table."""
+        masks = head_masks(self.world.action_masks())
+        return torch.cat([masks[h] for h in HEAD_NAMES]).numpy()
+
+    def action_masks_by_head(self) -> dict[str, torch.Tensor]:
+        """Legal-action masks `{head: bool [k]}` in `HEAD_NAMES` order, plus `actions.OP_SLOT_KEY`: the
+        op-conditioned slot masks `[NUM_OPS, S]` (what our own policy samples the slot under)."""
         return self.world.action_masks()

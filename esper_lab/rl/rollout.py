@@ -61,7 +61,7 @@ class Rollout:
     raw_obs: torch.Tensor  # [E*T, D] un-normalised features
     raw_rewards: torch.Tensor  # [E, T] un-normalised rewards
     dones: torch.Tensor  # [E, T] bool
-    final_infos: list[dict[str, Any]]  # each world's info at its last step (its "episode" summary)
+    final_infos: list[dict[str, Any]]  # each world's info at its last step (its SUMMARY_KEY summary)
     telemetry: Telemetry
 
 

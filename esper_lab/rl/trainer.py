@@ -9,6 +9,7 @@ what the buffer stores is what the policy saw.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from esper_lab.actions import DEFAULT_NUM_SLOTS, OP_NAMES
 from esper_lab.agent import Agent
 from esper_lab.config import TrainConfig
 from esper_lab.env.backends import close_vector_env, make_vector_env
+from esper_lab.env.morpho_env import SUMMARY_KEY
 from esper_lab.evaluate import evaluate_policies
 from esper_lab.features import OBS_DIM
 from esper_lab.malloc import tune_malloc
@@ -30,7 +32,8 @@ from esper_lab.rl import probes
 from esper_lab.rl.buffer import RolloutBuffer
 from esper_lab.rl.ppo import PPOUpdater
 from esper_lab.rl.rollout import Rollout, Telemetry, collect
-from esper_lab.runs import METRIC_KEYS, ROLLOUT_METRIC_KEYS, RunWriter, load_checkpoint
+from esper_lab.runs import (METRIC_KEYS, ROLLOUT_METRIC_KEYS, RunWriter, load_checkpoint, read_cached, restoring,
+                            write_cached)
 
 
 class StopRequested(Exception):
@@ -45,11 +48,25 @@ def episode_seeds(seed: int, update: int, num_envs: int) -> list[int]:
 class Trainer:
     """Owns the worlds, the policy, the PPO updater, the normalisers and (optionally) a run directory."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path | str | None = None, *, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, run_dir: Path | str | None = None, *, resume: bool = False,
+                 overwrite: bool = False):
+        """`run_dir`: written by a `RunWriter`, which owns it (its lock) until `run` ends or `close`; `resume`
+        continues its checkpoint, `overwrite` restarts a run there from scratch (runs.RunWriter says what is refused)."""
         tune_malloc()  # esper_lab/malloc.py: oneDNN's per-call buffers stay in the heap
         torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
         self.cfg = cfg
+        # the run directory first: a refused folder costs no worlds, and the lock is held before anything is written
+        self.writer = (RunWriter(run_dir, cfg.to_dict(), resume=resume, overwrite=overwrite)
+                       if run_dir is not None else None)
+        try:
+            self._build(cfg, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, cfg: TrainConfig, resume: bool) -> None:
+        """The worlds, the agent, the updater, the normalisers, the buffer and the probe (restored if `resume`)."""
         self.envs = make_vector_env(cfg)
         self.agent = Agent.from_config(cfg.policy, DEFAULT_NUM_SLOTS)
         self.updater = PPOUpdater(self.agent, cfg.ppo, cfg.gamma)
@@ -60,7 +77,6 @@ class Trainer:
         self.update_idx = 0  # updates completed
         self.env_steps = 0
         self.probe = probes.make_probe(cfg.world, seed=cfg.seed)
-        self.writer = RunWriter(run_dir, cfg.to_dict(), resume=resume) if run_dir is not None else None
         if resume:
             self._restore()
 
@@ -97,7 +113,7 @@ class Trainer:
     def _record(self, ro: Rollout, ppo: dict[str, Any], rollout_s: float, update_s: float, total_s: float) -> dict:
         """The metrics.jsonl record of this update: the rollout's keys, then every key PPO computed."""
         tm = ro.telemetry
-        summaries = [info.get("episode", {}) for info in ro.final_infos]
+        summaries = [info.get(SUMMARY_KEY, {}) for info in ro.final_infos]
 
         def mean_of(key: str) -> float:
             return float(np.mean([s.get(key, float("nan")) for s in summaries]))
@@ -157,22 +173,34 @@ class Trainer:
             raise
         finally:
             _restore_handlers(previous)
+            if self.writer is not None:
+                self.writer.release()  # the loop is over: the run is free to resume (a later write takes it again)
         return records
 
     def close(self) -> None:
-        """Release the worlds' workers (Ray actors; nothing for 'local')."""
-        close_vector_env(self.envs)
+        """Release the worlds' workers (Ray actors; nothing for 'local') and the run directory's lock."""
+        close_vector_env(getattr(self, "envs", None))
+        if self.writer is not None:
+            self.writer.release()
 
     def _status(self, state: str, **fields: Any) -> None:
         if self.writer is not None:
             self.writer.status(state, **fields)
 
     def _write_baselines(self) -> None:
+        """baselines.json: every baseline on this run's world, from the cache when the same (world, seed, episodes)
+        was evaluated before by the same code (runs.cache_path)."""
         if self.writer is None or self.writer.has_baselines():
             return
-        results = evaluate_policies(tuple(BASELINES), self.cfg.world, episodes=self.cfg.num_envs, seed=self.cfg.seed)
-        self.writer.baselines({name: {"episode_return": r["return_mean"], "val_acc": r["final_val_acc_mean"]}
-                               for name, r in results.items()})
+        key = {"world": dataclasses.asdict(self.cfg.world), "seed": self.cfg.seed, "episodes": self.cfg.num_envs}
+        reference = read_cached("baselines", key)
+        if reference is None:
+            results = evaluate_policies(tuple(BASELINES), self.cfg.world, episodes=self.cfg.num_envs,
+                                        seed=self.cfg.seed)
+            reference = {name: {"episode_return": r["return_mean"], "val_acc": r["final_val_acc_mean"]}
+                         for name, r in results.items()}
+            write_cached("baselines", key, reference)
+        self.writer.baselines(reference)
 
     # --- checkpoints --------------------------------------------------------------------------------------------
 
@@ -195,7 +223,8 @@ class Trainer:
     def _restore(self) -> None:
         assert self.writer is not None
         ckpt = load_checkpoint(self.writer.checkpoint_path)
-        self.load_state(ckpt)
+        with restoring(self.writer.checkpoint_path):
+            self.load_state(ckpt)
         self.writer.truncate_after(self.update_idx)
 
     def load_state(self, ckpt: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ import torch
 from gymnasium import spaces
 
 from esper_lab.actions import NUM_HEADS
-from esper_lab.config import TrainConfig, WorldConfig
+from esper_lab.config import TrainConfig
 from esper_lab.bench.timing import Log, quiet
 from esper_lab.env.morpho_env import MorphoEnv, action_space
 from esper_lab.features import OBS_DIM, batch_obs_to_features
@@ -134,23 +134,17 @@ def world_vec_env(cfg: TrainConfig) -> str:
     return "DummyVecEnv" if cfg.backend == "local" else "SubprocVecEnv"
 
 
-def _monitored_world(world: WorldConfig):
-    from stable_baselines3.common.monitor import Monitor
-
-    return Monitor(MorphoEnv(world))  # Monitor's info["episode"] = {r, l, t} is what SB3's logger reads
-
-
 def make_world_model(cfg: TrainConfig, seed: int):
     """RecurrentPPO("MultiInputLstmPolicy") on `world_vec_env(cfg)` of `cfg.num_envs` MorphoEnv worlds (no masks: an
-    illegal action executes as WAIT), hyperparameters from `world_hyperparameters(cfg)`, cpu, seeded.
+    illegal action executes as WAIT), hyperparameters from `world_hyperparameters(cfg)`, cpu, seeded. No wrapper:
+    MorphoEnv's own `info["episode"] = {r, l, t}` is what SB3's logger reads.
     Call `model.env.close()` when done (SubprocVecEnv holds worker processes)."""
     require_sb3()
     from sb3_contrib import RecurrentPPO
     from stable_baselines3.common import vec_env
 
     kwargs = world_hyperparameters(cfg)
-    envs = getattr(vec_env, world_vec_env(cfg))([partial(_monitored_world, cfg.world)
-                                                 for _ in range(kwargs.pop("n_envs"))])
+    envs = getattr(vec_env, world_vec_env(cfg))([partial(MorphoEnv, cfg.world) for _ in range(kwargs.pop("n_envs"))])
     return RecurrentPPO("MultiInputLstmPolicy", envs, verbose=0, device="cpu", seed=seed, **kwargs)
 
 
