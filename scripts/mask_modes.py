@@ -1,15 +1,17 @@
 """Conditional vs independent masks on the same budget: the README's "Every sampled action can execute" table.
 
-For each seed, one `demo` run per mask mode (interleaved: conditional then independent, seed by seed, so both see
-the same machine load), each for the same wall-clock budget; then each checkpoint is evaluated on the same unseen
+For each seed, one `demo` run per mask mode (interleaved: conditional then independent, seed by seed), each on the
+same budget: a wall-clock budget (`--minutes`, what a user of the dashboard spends) or a number of updates
+(`--updates`, the same experience whatever the machine's load); then each checkpoint is evaluated on the same unseen
 episodes (episode seeds from 5,000,000 on: no training world of seeds 0 to 4 uses them), beside the baselines.
 
     .venv/bin/python scripts/mask_modes.py                                # 3 seeds x 10 minutes x 2 modes (~70 min)
+    .venv/bin/python scripts/mask_modes.py --updates 100                  # 3 seeds x 100 updates x 2 modes
     .venv/bin/python scripts/mask_modes.py --minutes 1 --seeds 0          # a quick look
     .venv/bin/python scripts/mask_modes.py --summarize-only               # the table from results/ as they are
 
 Runs go to `--runs-root` (default /tmp/esper-mask-runs, not the user's runs/); evaluations and the summary to
-`results/masks-*.json` and `results/masks_summary.json`.
+`results/masks-<budget>-*.json` and `results/masks-<budget>-summary.json` (budget `10min` or `u100`).
 """
 
 from __future__ import annotations
@@ -34,22 +36,37 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=REPO)
 
 
+def budget_name(args: argparse.Namespace) -> str:
+    """`u100` for an updates budget, `10min` for a wall-clock one: the tag of every file of one comparison."""
+    return f"u{args.updates}" if args.updates else f"{args.minutes:g}min"
+
+
+def run_dir_of(mode: str, seed: int, args: argparse.Namespace) -> Path:
+    return args.runs_root / f"demo-{budget_name(args)}-{mode}-s{seed}"
+
+
+def eval_json(mode: str, seed: int, args: argparse.Namespace) -> Path:
+    return args.out / f"masks-{budget_name(args)}-{mode}-s{seed}.json"
+
+
 def train_and_evaluate(mode: str, seed: int, args: argparse.Namespace) -> None:
-    run_dir = args.runs_root / f"demo-{mode}-s{seed}"
+    run_dir = run_dir_of(mode, seed, args)
     exe = str(REPO / ".venv" / "bin" / "esper-lab")
-    run([exe, "train", "--preset", "demo", "--seed", str(seed), "--updates", "100000", "--max-minutes",
-         str(args.minutes), "--set", f"policy.masks={mode}", "--run-dir", str(run_dir), "--quiet"])
+    budget = ["--updates", str(args.updates)] if args.updates else ["--updates", "100000", "--max-minutes",
+                                                                      str(args.minutes)]
+    run([exe, "train", "--preset", "demo", "--seed", str(seed), *budget, "--set", f"policy.masks={mode}",
+         "--run-dir", str(run_dir), "--quiet"])
     run([exe, "evaluate", "--checkpoint", str(run_dir / "checkpoint.pt"), "--policy", "none", "--episodes",
-         str(args.episodes), "--seed", str(EVAL_SEED), "--json", str(args.out / f"masks-{mode}-s{seed}.json")])
+         str(args.episodes), "--seed", str(EVAL_SEED), "--json", str(eval_json(mode, seed, args))])
 
 
 def summarize(args: argparse.Namespace) -> dict:
     """Per mode: illegal fraction at update 1 and over the last 10 updates, updates done, and the pooled evaluation."""
-    summary: dict = {"eval_seed": EVAL_SEED, "minutes": args.minutes, "modes": {}}
+    summary: dict = {"eval_seed": EVAL_SEED, "budget": budget_name(args), "modes": {}}
     for mode in MODES:
-        seeds = [s for s in args.seeds if (args.out / f"masks-{mode}-s{s}.json").is_file()]
-        rows = {s: RunReader(args.runs_root / f"demo-{mode}-s{s}").metrics() for s in seeds}
-        evals = {s: json.loads((args.out / f"masks-{mode}-s{s}.json").read_text())["trained"] for s in seeds}
+        seeds = [s for s in args.seeds if eval_json(mode, s, args).is_file()]
+        rows = {s: RunReader(run_dir_of(mode, s, args)).metrics() for s in seeds}
+        evals = {s: json.loads(eval_json(mode, s, args).read_text())["trained"] for s in seeds}
         if not seeds:
             continue
         pooled_return = [v for e in evals.values() for v in e["return_list"]]
@@ -57,6 +74,10 @@ def summarize(args: argparse.Namespace) -> dict:
         summary["modes"][mode] = {
             "seeds": seeds,
             "updates": [len(rows[s]) for s in seeds],
+            "minutes": [round((rows[s][-1]["time_s"] - rows[s][0]["time_s"] + rows[s][0]["rollout_seconds"]
+                               + rows[s][0]["update_seconds"]) / 60, 1) for s in seeds if rows[s]],
+            "eval_seed_params": [evals[s]["seed_params_mean"] for s in seeds],
+            "eval_fossilized": [evals[s]["fossilized_mean"] for s in seeds],
             "illegal_fraction_update_1": [rows[s][0]["illegal_fraction"] for s in seeds if rows[s]],
             "illegal_fraction_last_10": [statistics.fmean(r["illegal_fraction"] for r in rows[s][-10:])
                                          for s in seeds if rows[s]],
@@ -71,30 +92,34 @@ def summarize(args: argparse.Namespace) -> dict:
     if baselines.is_file():
         summary["baselines"] = {name: {"return": (r["return_mean"], r["return_std"]),
                                        "final_val_acc": (r["final_val_acc_mean"], r["final_val_acc_std"]),
-                                       "illegal_fraction": r["illegal_fraction"]}
+                                       "illegal_fraction": r["illegal_fraction"],
+                                       "seed_params": r["seed_params_mean"]}
                                 for name, r in json.loads(baselines.read_text()).items()}
     return summary
 
 
 def table(summary: dict) -> str:
-    lines = ["| masks | updates | illegal at update 1 | illegal, last 10 updates | illegal in evaluation | "
-             "evaluated return | final val acc % |", "|---|---|---|---|---|---|---|"]
+    lines = ["| masks | updates | minutes | illegal at update 1 | illegal, last 10 updates | illegal in evaluation | "
+             "evaluated return | final val acc % | seed params |", "|---|---|---|---|---|---|---|---|---|"]
     pct = lambda xs: ", ".join(f"{100 * x:.1f} %" for x in xs)  # noqa: E731
     for mode, m in summary["modes"].items():
-        lines.append(f"| {mode} | {', '.join(map(str, m['updates']))} | {pct(m['illegal_fraction_update_1'])} | "
+        lines.append(f"| {mode} | {', '.join(map(str, m['updates']))} | {', '.join(map(str, m['minutes']))} | "
+                     f"{pct(m['illegal_fraction_update_1'])} | "
                      f"{pct(m['illegal_fraction_last_10'])} | {pct(m['eval_illegal_fraction'])} | "
                      f"{m['pooled_return'][0]:.1f} ± {m['pooled_return'][1]:.1f} | "
-                     f"{m['pooled_final_val_acc'][0]:.1f} ± {m['pooled_final_val_acc'][1]:.1f} |")
+                     f"{m['pooled_final_val_acc'][0]:.1f} ± {m['pooled_final_val_acc'][1]:.1f} | "
+                     f"{statistics.fmean(m['eval_seed_params']):.0f} |")
     for name, b in summary.get("baselines", {}).items():
-        lines.append(f"| {name} (baseline) | | | | {100 * b['illegal_fraction']:.1f} % | "
+        lines.append(f"| {name} (baseline) | | | | | {100 * b['illegal_fraction']:.1f} % | "
                      f"{b['return'][0]:.1f} ± {b['return'][1]:.1f} | "
-                     f"{b['final_val_acc'][0]:.1f} ± {b['final_val_acc'][1]:.1f} |")
+                     f"{b['final_val_acc'][0]:.1f} ± {b['final_val_acc'][1]:.1f} | {b['seed_params']:.0f} |")
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per run (default 10)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget per run (default 10)")
+    parser.add_argument("--updates", type=int, help="an updates budget per run instead of a wall-clock one")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds (default 0,1,2)")
     parser.add_argument("--episodes", type=int, default=20, help="evaluation episodes per run (default 20)")
     parser.add_argument("--runs-root", type=Path, default=Path("/tmp/esper-mask-runs"))
@@ -104,13 +129,14 @@ def main() -> int:
     args.seeds = [int(s) for s in args.seeds.split(",")]
     if not args.summarize_only:
         exe = str(REPO / ".venv" / "bin" / "esper-lab")
-        run([exe, "evaluate", "--preset", "demo", "--policy", "all", "--episodes", str(args.episodes), "--seed",
-             str(EVAL_SEED), "--json", str(args.out / "masks-baselines.json")])
+        if not (args.out / "masks-baselines.json").is_file():
+            run([exe, "evaluate", "--preset", "demo", "--policy", "all", "--episodes", str(args.episodes), "--seed",
+                 str(EVAL_SEED), "--json", str(args.out / "masks-baselines.json")])
         for seed in args.seeds:
             for mode in MODES:
                 train_and_evaluate(mode, seed, args)
     summary = summarize(args)
-    (args.out / "masks_summary.json").write_text(json.dumps(summary, indent=2))
+    (args.out / f"masks-{budget_name(args)}-summary.json").write_text(json.dumps(summary, indent=2))
     print(table(summary))
     return 0
 

@@ -3,7 +3,7 @@
     python scripts/plot_learning_curve.py runs/demo-q_op-s0 runs/demo-q_op-s1 --out docs/learning_curve.png \
         --baselines results/baselines_demo.json
 
-Each run is one line (episode return, smoothed over a window); baseline returns are drawn as horizontal lines.
+Each run is one line (the metric, smoothed by the dashboard's EMA); baseline means are drawn as horizontal lines.
 """
 
 from __future__ import annotations
@@ -20,15 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from esper_lab.plots.compare import smooth  # noqa: E402  (the dashboard's EMA: one smoothing everywhere)
 from esper_lab.runs import RunReader  # noqa: E402
-
-
-def smooth(values: np.ndarray, window: int) -> np.ndarray:
-    if len(values) < window:
-        return values
-    kernel = np.ones(window) / window
-    head = [values[: i + 1].mean() for i in range(window - 1)]
-    return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
 
 
 def main() -> int:
@@ -36,7 +29,8 @@ def main() -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="run directories")
     parser.add_argument("--out", type=Path, default=Path("docs/learning_curve.png"))
     parser.add_argument("--baselines", type=Path, help="JSON from `esper-lab evaluate --json` (mean returns drawn)")
-    parser.add_argument("--window", type=int, default=10, help="moving-average window in updates")
+    parser.add_argument("--smoothing", type=float, default=0.8,
+                        help="EMA weight in [0, 1), as the dashboard's Compare slider (default 0.8)")
     parser.add_argument("--metric", default="episode_return")
     args = parser.parse_args()
 
@@ -46,8 +40,8 @@ def main() -> int:
         if not rows:
             raise SystemExit(f"{run}: no metrics yet")
         x = np.array([r["env_steps"] for r in rows])
-        y = np.array([np.nan if r[args.metric] is None else r[args.metric] for r in rows], dtype=float)
-        ax.plot(x, smooth(y, args.window), label=run.name)
+        y = smooth([r.get(args.metric) for r in rows], args.smoothing)
+        ax.plot(x, np.array([np.nan if v is None else v for v in y], dtype=float), label=run.name)
     if args.baselines:
         ref = json.loads(args.baselines.read_text())
         for (name, res), style in zip(sorted(ref.items()), (":", "--", "-.", (0, (1, 4)))):
