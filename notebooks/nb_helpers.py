@@ -105,7 +105,7 @@ class spy_on:
 
     `owner` may be a module, a class or an instance; the original attribute is put back on exit, even on error.
 
-        with spy_on(trainer.bundle, "get_action") as calls:
+        with spy_on(trainer.agent, "get_action") as calls:
             trainer.collect()
         calls[-1].arg("deterministic")
     """

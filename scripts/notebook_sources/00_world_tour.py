@@ -123,11 +123,12 @@ head_relevance_figure()
 #
 # Masks forbid only what is impossible, never what is merely unwise: GERMINATE needs an empty slot, ADVANCE a seed
 # that can advance, FOSSILIZE a holding seed, and so on. The op mask is optimistic (legal if *some* slot allows the
-# op). We play one episode of the `demo` world with the heuristic baseline (esper_facts section 8) and record, at
-# every step, the op mask, the op chosen and each slot's stage.
+# op). We play one episode of the `demo` world with the heuristic baseline (the lab's version of Esper's rule-based
+# `HeuristicTamiyo`) and record, at every step, the op mask, the op chosen and each slot's stage.
 
 # %%
 from esper_lab.config import preset
+from esper_lab.env.morpho_env import SUMMARY_KEY
 from esper_lab.env.vector import VectorEnv
 from esper_lab.features import batch_obs_to_features
 from esper_lab.policy.baselines import HeuristicPolicy
@@ -154,7 +155,7 @@ for t in range(world.max_epochs):
     reports, reward, terminated, truncated, infos = env.step(actions)
     assert not infos[0]["illegal"]
     accs.append(infos[0]["val_acc"])
-summary = infos[0]["episode"]
+summary = infos[0][SUMMARY_KEY]  # the world's episode summary, on the last step's info
 print(f"{world.max_epochs} epochs: final validation accuracy {summary['final_val_acc']:.1f}%, "
       f"{summary['germinated']} seeds germinated, {summary['fossilized']} fossilized, {summary['pruned']} pruned")
 

@@ -72,8 +72,8 @@ assert total == sum(top.values())
 assert top["blueprint_embedding"] == 14 * 4                    # 13 blueprints + the learned null row, 4 dims each
 assert heads["heads.blueprint"] == 512 * 512 + 512 + 512 * 256 + 256 + 256 * 13 + 13   # the 3-layer head
 assert top["value_head"] == (512 + NUM_OPS) * 256 + 256 + 256 + 1                     # (512 + 6) -> 256 -> 1
-# With the Phase 4 addendum's 114-dim observation, 7 fewer inputs to the feature net's Linear(., 512): esper_facts'
-# figure for the Phase 4 network, 3,625,314 parameters.
+# With the Phase 4 addendum's 114-dim observation, 7 fewer inputs to the feature net's Linear(., 512): the size of
+# Esper's Phase 4 network with a 114-dim state and the blueprint embedding (commit 0872525b), 3,625,314 parameters.
 assert total - 7 * 512 == 3_625_314
 print(f"total {total:,}; the LSTM alone {lstm:,} = {100 * lstm / total:.0f}% of it")
 
@@ -99,7 +99,7 @@ bar_figure(list(top), list(top.values()), "Parameters per module (log scale)", "
 # |---|---|
 # | `forward()` (rollout-style pass) | the op it samples from the masked op logits, returned as `sampled_op` |
 # | `get_action()` (one rollout step) | stochastic: that same sampled op, which *is* `actions["op"]`; deterministic: the argmax op, with Q recomputed for it |
-# | `evaluate_actions()` (PPO update) | the **stored** op `actions["op"]` |
+# | `evaluate_actions()` (PPO update) | the **stored** op `actions["op"]`, or `value_op` when given: the update passes the op the world executed, which is the stored op unless the action could not run as requested |
 #
 # `q_values(lstm_out)` computes Q for all six ops in one pass (the first layer is linear in the one-hot, so each op
 # only adds its own column of weights); the network returns it as `op_values` for telemetry and the dashboard.
@@ -134,8 +134,9 @@ heatmap_figure(q_all[0].tolist(), [op.name for op in LifecycleOp], [f"world 0, s
 # ## 4. The output types
 #
 # `forward()` returns a `ForwardOutput`, `evaluate_actions()` an `EvaluateOutput` (its first four fields are
-# Phase 4's 4-tuple `(log_probs, value, entropy, hidden)`), `get_action()` a frozen `GetActionResult` dataclass.
-# Shapes for 2 worlds × 5 steps:
+# Phase 4's 4-tuple `(log_probs, value, entropy, hidden)`), `get_action()` a frozen `GetActionResult` dataclass,
+# whose action and log-probs come both per head (`{head: [B]}`) and joint (`[B, 8]`, columns in `HEAD_NAMES`
+# order: what the worlds step on and the buffer stores). Shapes for 2 worlds × 5 steps:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -168,7 +169,7 @@ for name in EvaluateOutput._fields:
 res = net.get_action(state[:, 0], bp_idx[:, 0])
 assert isinstance(res, GetActionResult)
 print("GetActionResult (get_action, one step)")
-for name in ("actions", "log_probs", "value", "sampled_op", "op_values", "hidden"):
+for name in ("actions", "log_probs", "value", "sampled_op", "op_values", "hidden", "joint_actions", "joint_log_probs"):
     print(f"  {name:20s} {shape_of(getattr(res, name))}")
 
 # %%
@@ -178,6 +179,7 @@ assert torch.allclose(ev.value, out.value, atol=1e-5)
 assert set(ev.log_probs) == set(ev.entropy) == set(HEAD_NAMES)
 assert all(0.0 <= e.min().item() and e.max().item() <= 1.0 for e in ev.entropy.values())  # normalised entropy
 assert res.sampled_op is res.actions["op"]  # one op sample for the action and the value
+assert torch.equal(res.joint_actions, torch.stack([res.actions[h] for h in HEAD_NAMES], dim=-1))  # [B, 8]
 print("max |evaluate_actions value - forward value| =", (ev.value - out.value).abs().max().item())
 
 # %% [markdown]
@@ -292,10 +294,11 @@ if medians:
 # %% [markdown]
 # **Reading the measurement.** The container is a Python-level wrapper around the same tensors: dynamo flattens a
 # NamedTuple and a dict alike, so both variants compile into the same graphs with the same breaks and the compiled
-# code does identical work. On this shared 2-core machine timings move by several percent from run to run in
-# either direction; the eager pair above, which does exactly the same work twice, shows how much. The addendum's
-# rule, applied to Esper, therefore says *keep the TypedDict*: its 30+ call sites would have paid migration churn
-# for a difference the measurement cannot tell from noise.
+# code does identical work. On this shared 2-core machine timings move from run to run in either direction, by
+# several percent when it is quiet and by far more when other jobs share it; the eager pair above, which does
+# exactly the same work twice, shows how much. The addendum's rule, applied to Esper, therefore says *keep the
+# TypedDict*: its 30+ call sites would have paid migration churn for a difference the measurement cannot tell from
+# noise.
 #
 # esper_lab has no legacy call sites, so the reason to keep a TypedDict does not exist here, and the lab follows
 # the plan's section 4d: `NamedTuple`s give attribute access (`out.value`), immutability, and an `EvaluateOutput`
@@ -335,10 +338,11 @@ print("max |ΔQ| empty → CONV_LIGHT in slot r0c0:", round((conv - empty).abs()
 #   `value_head(cat(lstm_out, one_hot(op)))`; 3,628,898 parameters for the 121-dim observation, of which the LSTM
 #   alone is the plan's "~2.1M" (2,101,248).
 # - `_compute_value(lstm_out, op)` is the one place Q(s, op) is computed; `forward` conditions it on the op it
-#   samples, `get_action` on the op it acts with (argmax when deterministic), `evaluate_actions` on the stored op.
+#   samples, `get_action` on the op it acts with (argmax when deterministic), `evaluate_actions` on the stored
+#   (executed) op.
 # - The outputs are NamedTuples (and a frozen dataclass for `get_action`); measured under `torch.compile`, the
 #   container makes no speed difference, so the addendum's 5% bar is not what decides it.
 # - Blueprint embeddings feed the trunk, so what sits in the slots moves every head and the critic.
 #
-# Next: [02_policy_bundle.ipynb](02_policy_bundle.ipynb) wraps the network for the trainer and shows what goes wrong
-# when the action and the value use two different op samples.
+# Next: [02_policy_bundle.ipynb](02_policy_bundle.ipynb) wraps the network in the `Agent` that the rollout and the
+# update call, and shows what goes wrong when the action and the value use two different op samples.

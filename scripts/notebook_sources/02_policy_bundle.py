@@ -1,20 +1,26 @@
 # %% [markdown]
-# # 02 · The policy bundle (Phase 4, Step 2)
+# # 02 · The wrapper: `Agent` (Phase 4, Step 2)
 #
 # **What you will learn**
 #
-# - what `LSTMPolicyBundle` adds to the network (the trainer's argument order: `blueprint_indices` right after the
-#   features, in all four methods) and what it deliberately does not add (any maths);
-# - stochastic and deterministic `get_action`: what each returns, and the invariants they keep
-#   (`sampled_op is actions["op"]`; deterministic = argmax of every head with Q recomputed for the argmax op);
+# - what the wrapper adds to the network: Esper's `LSTMPolicyBundle` (`lstm_bundle.py`) is, in this lab,
+#   `esper_lab.agent.Agent`. Its four network methods take `blueprint_indices` right after the features (the
+#   addendum's Step 2) and add no maths; on top it owns the observation normaliser and has `observe`, `act` and
+#   `bootstrap`, the three calls the rollout makes;
+# - stochastic and deterministic `get_action`: what each returns (one action per head, and the same action as one
+#   joint `[B, 8]` tensor), and the invariants they keep (`sampled_op is actions["op"]`; deterministic = argmax of
+#   every head with Q recomputed for the argmax op);
+# - the op-conditioned masks on one real world state (which slots each op may use), and how often a sampled action
+#   cannot execute with conditional masks (never) and with Phase 4's independent ones;
 # - the bug the first Phase 4 commit shipped: the value's op and the action's op sampled **separately**. We rebuild
 #   it, measure how often the two ops differ and how wrong the stored value becomes, and put it next to the
 #   single-sample path the lab uses.
 #
-# **Modules explained:** [esper_lab/policy/bundle.py](../esper_lab/policy/bundle.py) (the wrapper) and
+# **Modules explained:** [esper_lab/agent.py](../esper_lab/agent.py) (the wrapper) and
 # [esper_lab/policy/network.py](../esper_lab/policy/network.py) (`get_action`); the legal-action masks come from
-# [esper_lab/actions.py](../esper_lab/actions.py). Seed documents: the addendum's Step 2 and its validation snippet
-# "After Step 2"; esper_facts 5c.1 (the op/value mismatch).
+# [esper_lab/actions.py](../esper_lab/actions.py), the normaliser from
+# [esper_lab/policy/normalize.py](../esper_lab/policy/normalize.py). Seed documents: the addendum's Step 2 and its
+# validation snippet "After Step 2"; Esper commit 0872525b (the fix of the op/value mismatch).
 
 # %%
 import os
@@ -35,22 +41,30 @@ print("notebook size:", SIZE)
 # %% [markdown]
 # ## 1. The wrapper and its argument order
 #
-# The trainer never calls the network directly. It calls the bundle, whose four methods all take
+# Everything in the lab that acts with or trains the policy goes through an `Agent`: the rollout, its bootstrap,
+# the PPO update, the probes and a checkpoint under evaluation. Its four network methods all take
 # `(features, blueprint_indices, ...)`: the addendum's Step 2 is exactly "add `blueprint_indices` to these four
-# methods". The bundle forwards to the network and adds no maths, so every invariant of notebook 01 holds here.
+# methods" of Esper's bundle. They forward to the network and add no maths, so every invariant of notebook 01
+# holds here. The one other thing they fix is the order of the optional arguments: `get_action`, `forward` and
+# `evaluate_actions` take `masks` before `hidden` (the network itself takes `hidden` first), one order for every
+# caller.
 
 # %%
 # NBVAL_CHECK_OUTPUT
+from esper_lab.agent import Agent
 from esper_lab.config import preset
 from esper_lab.features import OBS_DIM
-from esper_lab.policy.bundle import LSTMPolicyBundle
 
-bundle = LSTMPolicyBundle.from_config(OBS_DIM, preset("demo").policy)  # the Phase 4 sizes, critic "q_op"
+agent = Agent.from_config(preset("demo").policy)  # the Phase 4 sizes, critic "q_op", state_dim = OBS_DIM
 for method in ("get_action", "forward", "evaluate_actions", "get_value"):
-    params = list(inspect.signature(getattr(bundle, method)).parameters)
+    params = list(inspect.signature(getattr(agent, method)).parameters)
+    net_params = list(inspect.signature(getattr(agent.network, method)).parameters)
     print(f"{method:17s}({', '.join(params)})")
+    print(f"{'  network':17s}({', '.join(net_params)})")
     assert params[:2] == ["features", "blueprint_indices"], params
-print("critic:", bundle.critic, "| recurrent:", bundle.is_recurrent)
+    assert net_params[:2] == ["state", "blueprint_indices"], net_params
+print("critic:", agent.critic, "| recurrent:", agent.is_recurrent, "| normaliser:", type(agent.obs_norm).__name__,
+      tuple(agent.obs_norm.shape))
 
 # %% [markdown]
 # The addendum's validation snippet "After Step 2", adapted to these names (an empty mask dict means "all legal"):
@@ -62,7 +76,7 @@ features = torch.randn(2, OBS_DIM)
 bp_idx = torch.randint(0, 13, (2, 3))
 masks = {}  # Empty masks for test
 
-result = bundle.get_action(features, bp_idx, masks)
+result = agent.get_action(features, bp_idx, masks)
 print(f"Action result value shape: {tuple(result.value.shape)}")
 print("✓ Wrapper works")
 assert result.value.shape == (2,)
@@ -73,11 +87,14 @@ assert result.value.shape == (2,)
 # `get_action` takes the legal-action masks of each world. We build them with the same function the environment
 # uses, `actions.compute_action_masks`, for four worlds in different situations: all slots empty; a seed training
 # in slot r0c0; a seed holding in r0c1; and a world where every slot is full and no seed can be acted on, so WAIT
-# is the only legal op.
+# is the only legal op. Besides one mask per head, it returns `masks["op_slot"]` (`actions.OP_SLOT_KEY`), `[6, S]`:
+# the slots each op can execute on. With that table `get_action` samples the op first and then the slot among the
+# slots where that op can run (the lab's default, `policy.masks = "conditional"`), so every sampled action
+# executes; without it (`"independent"`, Phase 4 as shipped) the slot is drawn from every enabled slot.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from esper_lab.actions import HEAD_NAMES, NUM_OPS, AlphaMode, LifecycleOp, SeedStage, SlotView, compute_action_masks
+from esper_lab.actions import HEAD_NAMES, NUM_OPS, OP_SLOT_KEY, LifecycleOp, SeedStage, SlotView, compute_action_masks
 
 worlds = {
     "all empty": [SlotView(None), SlotView(None), SlotView(None)],
@@ -86,67 +103,267 @@ worlds = {
     "only WAIT legal": [SlotView(SeedStage.FOSSILIZED)] * 3,
 }
 per_world = [compute_action_masks(views) for views in worlds.values()]
-masks = {h: torch.stack([m[h] for m in per_world]) for h in HEAD_NAMES}  # {head: [4, k]}
+masks = {k: torch.stack([m[k] for m in per_world]) for k in per_world[0]}  # {head: [4, k]}, op_slot: [4, 6, 3]
 for name, m in zip(worlds, per_world):
     print(f"{name:17s} legal ops: {[op.name for op in LifecycleOp if m['op'][op]]}")
 assert masks["op"][3].tolist() == [True, False, False, False, False, False]
+assert masks[OP_SLOT_KEY].shape == (4, NUM_OPS, 3) and torch.equal(masks[OP_SLOT_KEY].any(-1), masks["op"])
+print("slots PRUNE can execute on, per world:", masks[OP_SLOT_KEY][:, LifecycleOp.PRUNE].int().tolist())
 
 # %% [markdown]
 # ## 3. Stochastic `get_action`
 #
 # One call per rollout step for all worlds: it returns one action per head, the per-head log-probabilities (what
-# PPO stores as the old log-probs), the value, `sampled_op` and Q for every op, plus the new LSTM state. The one
-# rule: **`actions["op"]` is `sampled_op`**, the op the value was computed for.
+# PPO stores as the old log-probs), the value, `sampled_op` and Q for every op, plus the new LSTM state. The actions
+# and log-probs come twice: as dicts `{head: [B]}` and as one joint `[B, 8]` tensor each (`joint_actions`,
+# `joint_log_probs`, columns in `HEAD_NAMES` order; `actions[h]` is a view of column `HEAD_INDEX[h]`). The joint
+# form is what the worlds step on and what the buffer stores. `masks` are the masks each head was sampled under
+# (the slot's is the row of the op drawn), what the buffer stores for the update. The one rule: **`actions["op"]`
+# is `sampled_op`**, the op the value was computed for.
 
 # %%
+from esper_lab.actions import HEAD_INDEX, unpack_heads
+from nb_helpers import markdown_table
+
 torch.manual_seed(1)
 B = len(worlds)
 features = torch.randn(B, OBS_DIM)
 bp_idx = torch.tensor([[-1, -1, -1], [3, -1, -1], [-1, 5, -1], [1, 2, 7]])  # matches the worlds above
-hidden = bundle.initial_hidden(B)
+hidden = agent.initial_hidden(B)
 
-res = bundle.get_action(features, bp_idx, masks, hidden)
+res = agent.get_action(features, bp_idx, masks, hidden)
 assert res.sampled_op is res.actions["op"]  # literally the same tensor
+assert res.joint_actions.shape == res.joint_log_probs.shape == (B, len(HEAD_NAMES))
+assert res.joint_actions.dtype == torch.int64
+for h in HEAD_NAMES:  # the dicts are the columns of the joint tensors
+    assert torch.equal(res.actions[h], res.joint_actions[:, HEAD_INDEX[h]])
+    assert torch.equal(res.log_probs[h], res.joint_log_probs[:, HEAD_INDEX[h]])
+assert all(torch.equal(v, res.actions[h]) for h, v in unpack_heads(res.joint_actions).items())
 q_acted = res.op_values.gather(1, res.actions["op"].unsqueeze(1)).squeeze(1)
 assert torch.allclose(res.value, q_acted, atol=1e-5)  # value = Q(s, the op acted on) (q_values rounds differently)
 for h in HEAD_NAMES:  # every sampled action is legal under its world's mask
     assert masks[h].gather(1, res.actions[h].unsqueeze(1)).all(), h
     assert (res.log_probs[h] <= 0).all()
+rows_b = torch.arange(B)
+assert masks[OP_SLOT_KEY][rows_b, res.actions["op"], res.actions["slot"]].all()  # the op can run in its slot
+assert torch.equal(res.masks["slot"], masks[OP_SLOT_KEY][rows_b, res.actions["op"]])  # sampled under that row
 assert res.actions["op"][3].item() == LifecycleOp.WAIT  # the only legal op is chosen
 assert not res.value.requires_grad and res.hidden[0].shape == (1, B, 512)
-display(Markdown("\n".join(
-    f"- **{name}**: op `{LifecycleOp(int(res.actions['op'][i])).name}`, value {res.value[i].item():+.4f}, "
-    f"log π(op) {res.log_probs['op'][i].item():.3f}" for i, name in enumerate(worlds))))
+display(Markdown("`joint_actions` (one row per world, one column per head):\n\n" + markdown_table(
+    [{"world": name, **dict(zip(HEAD_NAMES, res.joint_actions[i].tolist())),
+      "= op": LifecycleOp(int(res.actions["op"][i])).name, "value": round(res.value[i].item(), 4),
+      "log π(op)": round(res.log_probs["op"][i].item(), 3)} for i, name in enumerate(worlds)])))
 
 # %% [markdown]
 # ## 4. Deterministic `get_action` (the bootstrap)
 #
-# At the end of a rollout the trainer asks for the value of the post-action state with `deterministic=True`
-# (notebook 03). Every head then takes the argmax of its masked logits, and the value is **recomputed** for the
-# argmax op: not Q of some op sampled inside `forward()`.
+# At the end of a rollout the agent's `bootstrap` asks for the value of the post-action state with
+# `deterministic=True` (section 5, and notebook 03). Every head then takes the argmax of its masked logits, and the
+# value is **recomputed** for the argmax op: not Q of some op sampled inside `forward()`.
 
 # %%
-det = bundle.get_action(features, bp_idx, masks, hidden, deterministic=True)
-fwd = bundle.forward(features.unsqueeze(1), bp_idx.unsqueeze(1), {h: m.unsqueeze(1) for h, m in masks.items()}, hidden)
+det = agent.get_action(features, bp_idx, masks, hidden, deterministic=True)
+# argmax of every head's logits under the masks it was chosen under (the slot's: the row of the argmax op)
+fwd = agent.forward(features.unsqueeze(1), bp_idx.unsqueeze(1), {h: m.unsqueeze(1) for h, m in det.masks.items()},
+                    hidden)
 for h in HEAD_NAMES:
     assert torch.equal(det.actions[h], getattr(fwd, f"{h}_logits")[:, 0].argmax(-1)), h
 assert det.sampled_op is det.actions["op"]
 assert torch.allclose(det.value, det.op_values.gather(1, det.actions["op"].unsqueeze(1)).squeeze(1), atol=1e-5)
-again = bundle.get_action(features, bp_idx, masks, hidden, deterministic=True)
-assert all(torch.equal(again.actions[h], det.actions[h]) for h in HEAD_NAMES) and torch.equal(again.value, det.value)
+again = agent.get_action(features, bp_idx, masks, hidden, deterministic=True)
+assert torch.equal(again.joint_actions, det.joint_actions) and torch.equal(again.value, det.value)
 assert det.actions["op"][3].item() == LifecycleOp.WAIT
 # get_value (debug only) agrees with the deterministic value for the argmax op:
-assert torch.allclose(bundle.get_value(features, bp_idx, hidden, det.actions["op"], masks), det.value, atol=1e-6)
+assert torch.allclose(agent.get_value(features, bp_idx, hidden, det.actions["op"], masks), det.value, atol=1e-6)
 print("deterministic ops:", [LifecycleOp(int(o)).name for o in det.actions["op"]])
 
 # %% [markdown]
-# ## 5. The op/value mismatch of the first Phase 4 commit
+# ## 5. What the agent adds: the normaliser, `observe`, `act` and `bootstrap`
+#
+# Esper's bundle took features that the trainer had already normalised. The lab's agent owns the observation
+# normaliser (`agent.obs_norm`, a `RunningMeanStd`), so that "features → normalise → policy → new hidden state" is
+# written once, in three calls:
+#
+# - `observe(reports)` → `Observation(raw, obs, blueprint_indices)`: the features of E world reports
+#   (`batch_obs_to_features`: `raw [E, 121]` and `blueprint_indices [E, 3]`), and `obs`, the same features
+#   normalised with the current statistics;
+# - `act(reports, masks, hidden)` = `observe`, then `get_action(obs, blueprint_indices, masks, hidden)`; it returns
+#   both what was seen and what was chosen, so the rollout stores exactly the `obs` and `blueprint_indices` the
+#   policy acted on, next to `joint_actions`;
+# - `bootstrap(reports, masks, hidden)` = the value of `act(..., deterministic=True)`: Q(s', argmax op) of the
+#   post-action reports with the carried hidden state (notebook 03).
+#
+# None of the three updates the normaliser: it is **frozen** while the agent acts, and the trainer calls
+# `obs_norm.update` once per rollout, just before the PPO update. Two real worlds of the `tiny` preset, played for
+# one episode and then reset:
+
+# %%
+from esper_lab.env.vector import VectorEnv
+from esper_lab.features import batch_obs_to_features
+
+envs = VectorEnv(preset("tiny").world, 2, seed=0)
+world_reports = envs.reset([100, 101])
+world_masks = envs.masks()  # {head: [2, k]}
+
+fresh = agent.observe(world_reports)  # a normaliser that has seen nothing only clips
+raw, idx = batch_obs_to_features(world_reports)
+assert torch.equal(fresh.raw, raw) and torch.equal(fresh.blueprint_indices, idx)
+assert agent.obs_norm.count == 0 and torch.equal(fresh.obs, raw.clamp(-10, 10))
+
+# One short episode of both worlds, as the rollout plays it; then the update the trainer makes between rollouts.
+hidden_t, episode_raw = agent.initial_hidden(2), []
+for t in range(envs.cfg.max_epochs):
+    seen_t, step_t = agent.act(world_reports, envs.masks(), hidden_t)
+    episode_raw.append(seen_t.raw)
+    hidden_t = step_t.hidden
+    world_reports, *_ = envs.step(step_t.joint_actions)
+assert agent.obs_norm.count == 0  # acting never updates the statistics
+agent.obs_norm.update(torch.cat(episode_raw))  # [2 × T, D] raw features
+stats = agent.obs_norm.state_dict()
+
+world_reports = envs.reset([100, 101])  # the same two worlds again
+seen = agent.observe(world_reports)
+assert torch.equal(seen.raw, fresh.raw) and torch.equal(seen.obs, agent.obs_norm.normalize(raw))
+assert not torch.equal(seen.obs, fresh.obs)  # same reports, new statistics: a different policy input
+
+h0 = agent.initial_hidden(2)
+torch.manual_seed(6)
+seen_act, step = agent.act(world_reports, world_masks, h0)
+torch.manual_seed(6)
+by_hand = agent.get_action(seen.obs, seen.blueprint_indices, world_masks, h0)  # the same call, written out
+assert torch.equal(seen_act.obs, seen.obs) and torch.equal(step.joint_actions, by_hand.joint_actions)
+assert torch.equal(step.value, by_hand.value)
+
+post_reports, reward, terminated, truncated, infos = envs.step(step.joint_actions)  # the worlds take [E, 8]
+boot = agent.bootstrap(post_reports, envs.masks(), step.hidden)  # [E]
+post = agent.observe(post_reports)
+by_hand = agent.get_action(post.obs, post.blueprint_indices, envs.masks(), step.hidden, deterministic=True)
+assert torch.equal(boot, by_hand.value)
+assert agent.obs_norm.count == stats["count"] and torch.equal(agent.obs_norm.mean, stats["mean"])  # still frozen
+print("raw features, world 0, first 6:       ", [round(x, 3) for x in seen.raw[0, :6].tolist()])
+print("normalised (policy input), first 6:   ", [round(x, 3) for x in seen.obs[0, :6].tolist()])
+print("act -> joint_actions:", step.joint_actions.tolist())
+print("bootstrap values of the post-action states:", [round(v, 4) for v in boot.tolist()])
+
+# %% [markdown]
+# ## 6. Conditional masks on one real state
+#
+# Section 2 built masks for made-up slots. Here is one state a real world reached: we play a `demo` world with the
+# heuristic baseline (`HeuristicPolicy`) while the agent watches (`act` carries its hidden state; the heuristic
+# picks the actions), and keep the first state with the most different slots and the most legal ops.
+
+# %%
+from esper_lab.actions import OP_NAMES, is_op_legal_for_slot
+from esper_lab.policy.baselines import HeuristicPolicy
+
+real_env = VectorEnv(preset("demo").world, 1, seed=0)  # one world, in this process
+heuristic = HeuristicPolicy()
+heuristic.reset(1)
+real_reports, real_hidden = real_env.reset([100]), agent.initial_hidden(1)
+states = []  # (reports, masks, the agent's hidden state before this step), one per step
+for t in range(real_env.cfg.max_epochs):
+    real_masks = real_env.masks()
+    states.append((real_reports, real_masks, real_hidden))
+    real_hidden = agent.act(real_reports, real_masks, real_hidden)[1].hidden
+    if t + 1 < real_env.cfg.max_epochs:  # the last step ends the episode; its state is already kept
+        real_reports, *_ = real_env.step(heuristic.act(real_reports, real_masks))
+
+
+def richness(state):
+    """(distinct slot stages, an empty slot counting as one; legal ops) of one kept state."""
+    reports, masks, _ = state
+    return len({None if s is None else s.stage for s in reports[0].slots}), int(masks["op"].sum())
+
+
+pick = max(range(len(states)), key=lambda i: richness(states[i]))  # the first of the richest states
+real_reports, real_masks, real_hidden = states[pick]
+report = real_reports[0]
+op_slot = real_masks[OP_SLOT_KEY][0]  # [6, S]: which slots each op can execute on
+slot_names = [f"r0c{s} ({'empty' if seed is None else seed.stage.name})" for s, seed in enumerate(report.slots)]
+enabled = real_masks["slot"][0]  # [S]: the unconditional slot mask, what "independent" samples the slot under
+
+
+def slot_set(row):
+    return "{" + ", ".join(f"r0c{s}" for s in row.nonzero().flatten().tolist()) + "}" if row.any() else "(op masked)"
+
+
+display(Markdown(f"Epoch {report.epoch} of episode seed 100, heuristic play; slots: {', '.join(slot_names)}\n\n"
+                 + markdown_table([
+                     {"op": OP_NAMES[op], **{name: "✓" if op_slot[op, s] else "·" for s, name in enumerate(slot_names)},
+                      "op mask": bool(real_masks["op"][0, op]),
+                      "slot head sampled under, conditional": slot_set(op_slot[op]),
+                      "independent": slot_set(enabled) if real_masks["op"][0, op] else "(op masked)"}
+                     for op in range(NUM_OPS)])))
+
+# The table is the world's own execution rule: one definition for masks and execution.
+can_germinate = report.max_seeds is None or report.seeds_germinated < report.max_seeds
+for op in LifecycleOp:
+    for s, view in enumerate(report.slot_views()):
+        legal = is_op_legal_for_slot(op, view, can_germinate=can_germinate)
+        assert bool(op_slot[op, s]) == legal == report.can_execute(op, s), (op.name, s)
+assert torch.equal(real_masks["op"][0], op_slot.any(-1))  # an op is legal exactly when some slot allows it
+assert torch.equal(op_slot[LifecycleOp.WAIT], enabled)  # WAIT's slot does not matter: every enabled slot
+n_stages, n_ops = richness(states[pick])
+assert n_stages >= 2 and n_ops >= 3  # a state where the op decides which slots are possible
+assert len({tuple(row.tolist()) for row in op_slot[real_masks["op"][0]]}) >= 2  # legal ops differ in their slots
+
+# %% [markdown]
+# Now sample many actions on that state from the same weights in both modes (`Agent(network, obs_norm, masks=...)`;
+# `policy.masks` in a config does the same through `Agent.from_config`). With `"conditional"` the slot head is
+# sampled under the row of the op just drawn, so every sampled action can execute. With `"independent"` it is
+# sampled under every enabled slot, whatever the op, and the fraction that cannot execute (and would run as WAIT)
+# is Σ_op π(op) · (1 − π(slot head picks a slot where op can run)), computed below from the same logits. Both
+# modes sample with the same seed, so they draw the same ops: only the slot head's mask differs.
+
+# %%
+from esper_lab.actions import head_masks
+
+N = by_size(SIZE, ci=1_000, full=4_000)
+seen_real = agent.observe(real_reports)
+obs_n, idx_n = seen_real.obs.repeat(N, 1), seen_real.blueprint_indices.repeat(N, 1)  # the one state, N times
+masks_n = {k: m.repeat(N, *[1] * (m.dim() - 1)) for k, m in real_masks.items()}
+hidden_n = tuple(h.repeat(1, N, 1) for h in real_hidden)
+modes = {"conditional": agent, "independent": Agent(agent.network, agent.obs_norm, masks="independent")}
+assert agent.masks == "conditional"
+
+with torch.no_grad():  # the policy's distributions on this state (heads factored: the slot head ignores the op)
+    out = agent.forward(seen_real.obs[:, None], seen_real.blueprint_indices[:, None],
+                        {h: m[:, None] for h, m in head_masks(real_masks).items()}, real_hidden)
+pi_op = torch.softmax(out.op_logits[0, 0].float(), -1)  # [6]
+pi_slot = torch.softmax(out.slot_logits[0, 0].float(), -1)  # [S], under the enabled-slot mask
+expected_independent = (pi_op * (1 - (pi_slot * op_slot).sum(-1))).sum().item()
+
+rows, illegal, ops_drawn = [], {}, {}
+for mode, mode_agent in modes.items():
+    torch.manual_seed(7)
+    res = mode_agent.get_action(obs_n, idx_n, masks_n, hidden_n)
+    op, slot = res.actions["op"], res.actions["slot"]
+    ops_drawn[mode] = op
+    executes = op_slot[op, slot]  # [N]: can_execute(op, slot), checked cell by cell above
+    assert real_masks["blueprint"][0][res.actions["blueprint"]].all()  # a GERMINATE's blueprint is always legal
+    illegal[mode] = 1 - executes.float().mean().item()
+    for o in op.unique().tolist():  # the mask the slot head was sampled under, per sampled op
+        under = res.masks["slot"][op == o]
+        assert (under == (op_slot[o] if mode == "conditional" else enabled)).all(), (mode, OP_NAMES[o])
+    rows.append({"mode": mode, "sampled actions": N,
+                 "ops sampled": ", ".join(f"{OP_NAMES[o]} {int((op == o).sum())}" for o in op.unique().tolist()),
+                 "cannot execute": f"{int((~executes).sum())} ({100 * illegal[mode]:.1f}%)",
+                 "expected": "0 by construction" if mode == "conditional" else f"{100 * expected_independent:.1f}%"})
+display(Markdown(markdown_table(rows)))
+assert illegal["conditional"] == 0.0
+assert torch.equal(ops_drawn["conditional"], ops_drawn["independent"])
+se = (expected_independent * (1 - expected_independent) / N) ** 0.5
+assert abs(illegal["independent"] - expected_independent) < 5 * se + 1e-3, (illegal, expected_independent)
+assert illegal["independent"] > 0
+
+# %% [markdown]
+# ## 7. The op/value mismatch of the first Phase 4 commit
 #
 # As shipped in Esper's commit 97d9ba3f, `get_action()` called `forward()`, which sampled op #1 and returned
 # Q(s, op #1) as the value; then `get_action()` picked the action's op #2 **again**, from the same logits: a second
 # independent sample, or the argmax in deterministic mode. The stored value and the stored action then describe two
 # different ops. Esper measured the two ops differing on **75 to 86%** of steps, a bootstrap bias of 8 to 16 units
-# per episode and twice the TD-error variance (esper_facts 5c.1); the fix (0872525b) reuses forward's op.
+# per episode and twice the TD-error variance (the fix's commit message, 0872525b); the fix reuses forward's op.
 #
 # To see it here we need a critic whose values depend on the op, as a trained one does. `teach_op_values` fits
 # only the value head of a copy of the network to fixed per-op targets for a few Adam steps (the policy heads are
@@ -163,7 +380,7 @@ torch.manual_seed(2)
 n_seq, T = by_size(SIZE, ci=8, full=32), 30
 seq_state = torch.randn(n_seq, T, OBS_DIM)
 seq_idx = torch.randint(-1, 13, (n_seq, T, 3))
-taught = copy.deepcopy(bundle.network)
+taught = copy.deepcopy(agent.network)
 op_targets = [0.0, 1.0, -0.5, -1.0, 0.8, 0.3]  # WAIT, GERMINATE, SET_ALPHA_TARGET, PRUNE, FOSSILIZE, ADVANCE
 mse = teach_op_values(taught, seq_state, seq_idx, op_targets, steps=200, lr=1e-3)
 assert mse < 0.05, mse
@@ -229,29 +446,42 @@ series_figure({"measured (double sample)": rates, "1 − Σ π(op)²": expected,
 # would take, on every truncated episode. In both cases `evaluate_actions` later trains the critic on the stored
 # op while GAE used the value of another op, the "GAE mismatch" the plan warned about.
 #
-# ## 6. `state_dict` round trip
+# ## 8. Checkpoints
 #
-# The trainer checkpoints the bundle through `state_dict()`; a new bundle loaded from it acts identically
-# (the embedding's null index is a buffer, so it travels too).
+# The trainer saves the agent with `checkpoint_state()`: `{"policy": network state_dict, "obs_norm": normaliser
+# state}`. A new agent loaded from it acts identically on the same reports: same normalised observation, same
+# actions, same values (the embedding's null index is a buffer of the network, so it travels too).
 
 # %%
-clone = LSTMPolicyBundle.from_config(OBS_DIM, preset("demo").policy)
-clone.load_state_dict(bundle.state_dict())
-a = bundle.get_action(features, bp_idx, masks, hidden, deterministic=True)
+clone = Agent.from_config(preset("demo").policy)
+ckpt = agent.checkpoint_state()
+assert set(ckpt) == {"policy", "obs_norm"} and "blueprint_embedding._null_idx" in ckpt["policy"]
+clone.load_checkpoint_state(ckpt)
+a = agent.get_action(features, bp_idx, masks, hidden, deterministic=True)
 b = clone.get_action(features, bp_idx, masks, hidden, deterministic=True)
-assert all(torch.equal(a.actions[h], b.actions[h]) for h in HEAD_NAMES) and torch.equal(a.value, b.value)
-assert "blueprint_embedding._null_idx" in bundle.state_dict()
-print("round trip: identical actions and values")
+assert torch.equal(a.joint_actions, b.joint_actions) and torch.equal(a.value, b.value)
+seen_a, act_a = agent.act(world_reports, world_masks, h0, deterministic=True)
+seen_b, act_b = clone.act(world_reports, world_masks, h0, deterministic=True)
+assert torch.equal(seen_a.obs, seen_b.obs)  # the normaliser travelled with the weights
+assert torch.equal(act_a.joint_actions, act_b.joint_actions) and torch.equal(act_a.value, act_b.value)
+print("round trip: identical observations, actions and values")
 
 # %% [markdown]
 # ## Recap
 #
-# - `LSTMPolicyBundle` is the trainer's view of the network: `get_action`, `forward`, `evaluate_actions` and
-#   `get_value` all take `(features, blueprint_indices, ...)`, and it adds no maths of its own.
-# - Stochastic `get_action`: one sample per head; `actions["op"]` **is** `sampled_op`, and `value` = Q(s, that op).
+# - `Agent` is the lab's `LSTMPolicyBundle`: `get_action`, `forward`, `evaluate_actions` and `get_value` all take
+#   `(features, blueprint_indices, ...)` and forward to the network with no maths of their own.
+# - It also owns the observation normaliser, frozen while it acts, and writes "observe, normalise, act, carry the
+#   hidden state" once: `observe`, `act` and `bootstrap` are what the rollout calls.
+# - Stochastic `get_action`: one sample per head, returned per head and as the joint `[B, 8]` action;
+#   `actions["op"]` **is** `sampled_op`, and `value` = Q(s, that op).
 # - Deterministic `get_action` (the bootstrap): argmax per head and Q recomputed for the argmax op.
+# - `masks["op_slot"]` says which slots each op can execute on, by the world's own rule. Conditional masks (the
+#   default) sample the slot under the row of the sampled op, so no sampled action is illegal; independent masks
+#   (Phase 4 as shipped) sample it under every enabled slot, and on a real state about half the actions could not
+#   execute.
 # - Sampling the op twice, as the first Phase 4 commit did, makes the stored value describe another op on most steps
 #   (about 1 − 1/k with k legal ops and an uncertain policy) and biases the bootstrap; one sample removes the error
 #   exactly.
 #
-# Next: [03_rollout_and_bootstrap.ipynb](03_rollout_and_bootstrap.ipynb) runs the bundle inside a vectorised rollout.
+# Next: [03_rollout_and_bootstrap.ipynb](03_rollout_and_bootstrap.ipynb) runs the agent inside a vectorised rollout.

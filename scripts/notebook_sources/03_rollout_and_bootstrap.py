@@ -3,19 +3,22 @@
 #
 # **What you will learn**
 #
-# - how E worlds are stepped together and how one batched `get_action` call per step drives them all;
+# - how E worlds are stepped together and how one batched `get_action` call per step drives them all, with the
+#   joint action `[E, 8]` it returns;
 # - where `blueprint_indices_batch` comes from: `batch_obs_to_features` reads each world's slot reports and returns
 #   it next to the observation, -1 for an empty slot;
 # - the bootstrap at truncation: the value of the **post-action** state, from its own features and blueprint
-#   indices, with the **carried** hidden state, through `get_action(deterministic=True)`; and what the two classic
-#   mistakes (a reset hidden state, pre-action features) would have stored instead;
+#   indices, with the **carried** hidden state, through `get_action(deterministic=True)` (`Agent.bootstrap`); and
+#   what the two classic mistakes (a reset hidden state, pre-action features) would have stored instead;
 # - the addendum's pitfall 1, calling `get_action` without blueprint indices, as the clear error it raises.
 #
-# **Modules explained:** [esper_lab/rl/trainer.py](../esper_lab/rl/trainer.py) (`Trainer.collect`,
-# `Trainer._bootstrap`), [esper_lab/env/vector.py](../esper_lab/env/vector.py) (`VectorEnv`),
+# **Modules explained:** [esper_lab/rl/rollout.py](../esper_lab/rl/rollout.py) (`collect`, the loop
+# `Trainer.collect` runs), [esper_lab/agent.py](../esper_lab/agent.py) (`Agent.observe`, `act`, `bootstrap`),
+# [esper_lab/env/vector.py](../esper_lab/env/vector.py) (`VectorEnv`),
 # [esper_lab/features.py](../esper_lab/features.py) (`batch_obs_to_features`) and
-# [esper_lab/rl/normalize.py](../esper_lab/rl/normalize.py) (the frozen observation normaliser). Seed documents: the
-# addendum's Step 3 (both call sites) and "Common pitfalls" 1; esper_facts sections 6 and 12.
+# [esper_lab/policy/normalize.py](../esper_lab/policy/normalize.py) (the frozen observation normaliser). Seed
+# documents: the addendum's Step 3 (both call sites) and "Common pitfalls" 1; Esper commit f1702fd (the bootstrap
+# value is taken after the epoch's lifecycle tick).
 
 # %%
 import os
@@ -62,39 +65,41 @@ assert blueprint_indices_batch.eq(-1).all()
 # %% [markdown]
 # ## 2. A vectorised rollout, step by step
 #
-# The loop below is what `Trainer.collect` does, written out for one episode per world (the trainer adds the buffer
-# and bookkeeping). Per step: features of every world → the observation normaliser (statistics **frozen** during
-# the rollout) → one batched `get_action` with the legal-action masks and the hidden state → `VectorEnv.step`.
-# The hidden state is carried from step to step and never reset before the bootstrap.
+# The loop below is what `rollout.collect` (called by `Trainer.collect`) does, written out for one episode per
+# world (`collect` adds the buffer and the telemetry). Per step: features of every world → the agent's observation
+# normaliser (statistics **frozen** during the rollout) → one batched `get_action` with the legal-action masks and
+# the hidden state → `VectorEnv.step` on the joint action `[E, 8]`. `agent.observe` does the first two,
+# `agent.act` all three (it is what `collect` calls); here they are written as two lines to keep Location 1 in
+# sight. The hidden state is carried from step to step and never reset before the bootstrap.
 
 # %%
-from esper_lab.actions import HEAD_NAMES, LifecycleOp
-from esper_lab.policy.bundle import LSTMPolicyBundle
-from esper_lab.policy.normalize import RunningMeanStd
+from esper_lab.actions import HEAD_INDEX, HEAD_NAMES, LifecycleOp
+from esper_lab.agent import Agent
 
 torch.manual_seed(1)
-policy = LSTMPolicyBundle.from_config(OBS_DIM, preset(by_size(SIZE, ci="tiny", full="demo")).policy)
-obs_norm = RunningMeanStd(OBS_DIM)  # frozen: it is updated only between rollouts
+policy = Agent.from_config(preset(by_size(SIZE, ci="tiny", full="demo")).policy)  # network + obs normaliser
 T = world.max_epochs
 
 reports = envs.reset([100, 101, 102, 103])
 hidden = policy.initial_hidden(E)
 seen_idx, ops, rewards = [], [], []
 for t in range(T):
-    obs, bp_idx = batch_obs_to_features(reports)  # Location 1: [E, D], [E, S]
-    masks = envs.masks()  # {head: [E, k]}
-    result = policy.get_action(obs_norm.normalize(obs), bp_idx, masks, hidden)
-    actions = torch.stack([result.actions[h] for h in HEAD_NAMES], dim=1)  # [E, 8] in HEAD_NAMES order
-    reports, reward, terminated, truncated, infos = envs.step(actions)
+    seen = policy.observe(reports)  # Location 1: batch_obs_to_features(reports), then the frozen normaliser
+    obs, bp_idx = seen.obs, seen.blueprint_indices  # [E, D] normalised, [E, S]
+    masks = envs.masks()  # {head: [E, k]}, op_slot: [E, 6, S]
+    result = policy.get_action(obs, bp_idx, masks, hidden)
+    reports, reward, terminated, truncated, infos = envs.step(result.joint_actions)  # [E, 8], HEAD_NAMES order
     hidden = result.hidden  # carried, never reset inside the episode
     seen_idx.append(bp_idx)
-    ops.append(result.actions["op"])
+    ops.append(result.joint_actions[:, HEAD_INDEX["op"]])  # the op column (= result.actions["op"])
     rewards.append(reward)
 
 seen_idx, ops = torch.stack(seen_idx), torch.stack(ops)  # [T, E, S], [T, E]
 print(f"{T} steps × {E} worlds; truncated at the end: {truncated.tolist()}")
+print("last step's joint actions (columns " + ", ".join(HEAD_NAMES) + "):", result.joint_actions.tolist())
 print("ops taken:", {op.name: int((ops == op).sum()) for op in LifecycleOp})
 assert truncated.all() and not terminated.any()  # episodes end by the time limit only
+assert policy.obs_norm.count == 0  # frozen: acting never updates the normaliser
 
 # %% [markdown]
 # Where `blueprint_indices_batch` comes from, step by step: a slot's index appears the step after a GERMINATE put a
@@ -122,21 +127,27 @@ blueprint_timeline_figure(seen_idx, title="blueprint_indices_batch seen by the p
 #                                      masks=post_masks, hidden=carried_hidden, deterministic=True)
 # ```
 #
+# In the lab these two lines are `agent.bootstrap(post_action_reports, post_masks, carried_hidden)`, which returns
+# `bootstrap_result.value`.
+#
 # Three things must be right: the features and indices are those of the **post-action** state (the reports the last
-# `step` returned; Esper's BUG-022 took them before the epoch tick), the hidden state is the **carried** one
-# (Esper's B11-DRL-01 reset it to zero first), and the value is Q(s', argmax op) recomputed for that op.
+# `step` returned: Esper once took them before the epoch's lifecycle tick, fixed in commit f1702fd), the hidden
+# state is the **carried** one (it carries across the whole episode into the bootstrap and is not reset at done),
+# and the value is Q(s', argmax op) recomputed for that op.
 
 # %%
-post_obs, post_idx = batch_obs_to_features(reports)  # the reports the LAST step returned
+post = policy.observe(reports)  # the reports the LAST step returned
+post_obs, post_idx = post.obs, post.blueprint_indices
 post_masks = envs.masks()
-boot = policy.get_action(obs_norm.normalize(post_obs), post_idx, post_masks, hidden, deterministic=True)
+boot = policy.get_action(post_obs, post_idx, post_masks, hidden, deterministic=True)
 assert torch.allclose(boot.value, boot.op_values.gather(1, boot.actions["op"].unsqueeze(1)).squeeze(1), atol=1e-5)
+assert torch.equal(policy.bootstrap(reports, post_masks, hidden), boot.value)  # the agent's one-call version
 
 # The two classic mistakes, for comparison:
-zero_hidden = policy.get_action(obs_norm.normalize(post_obs), post_idx, post_masks, policy.initial_hidden(E),
-                                deterministic=True)  # B11-DRL-01
-pre_action = policy.get_action(obs_norm.normalize(obs), bp_idx, masks, hidden,
-                               deterministic=True)  # BUG-022: the last step's pre-action features
+zero_hidden = policy.get_action(post_obs, post_idx, post_masks, policy.initial_hidden(E),
+                                deterministic=True)  # the hidden state reset instead of carried
+pre_action = policy.get_action(obs, bp_idx, masks, hidden,
+                               deterministic=True)  # the last step's pre-action features (before f1702fd)
 rows = [{"world": e, "bootstrap (correct)": round(boot.value[e].item(), 4),
          "hidden reset to zero": round(zero_hidden.value[e].item(), 4),
          "pre-action features": round(pre_action.value[e].item(), 4),
@@ -148,10 +159,11 @@ assert not torch.allclose(boot.value, pre_action.value)
 # %% [markdown]
 # ## 4. The trainer does exactly this
 #
-# `Trainer.collect()` runs the same loop, fills the buffer and stores the bootstrap with `set_bootstrap`. We check
-# its stored bootstrap independently: replaying the stored episode through `evaluate_actions` from the stored
-# initial hidden state gives the hidden state carried out of the last step; the post-action state is what the
-# worlds hold after the rollout. Recomputing the bootstrap from those must give the stored value.
+# `Trainer.collect()` runs the same loop (`rollout.collect`, with `agent.act`), fills the buffer and stores
+# `agent.bootstrap(...)` with `set_bootstrap`. We check its stored bootstrap independently: the buffer keeps only
+# the hidden state each row started from, so replaying the stored episode through `evaluate_actions` from it gives
+# the hidden state carried out of the last step; the post-action state is what the last env step returned.
+# Recomputing the bootstrap from those must give the stored value.
 
 # %%
 from nb_helpers import spy_on
@@ -162,13 +174,13 @@ trainer = Trainer(cfg)
 with spy_on(trainer.envs, "step") as steps:
     trainer.collect()
 batch = trainer.buffer.batched()
-replay = trainer.bundle.evaluate_actions(batch.obs, batch.blueprint_indices, batch.actions, batch.masks,
-                                          batch.initial_hidden)
+replay = trainer.agent.evaluate_actions(batch.obs, batch.blueprint_indices, batch.actions, batch.masks,
+                                         batch.initial_hidden)  # batch.actions: the joint [E, T, 8]
 carried = replay.hidden  # the hidden state after the last stored step
 last_reports = steps[-1].result[0]  # what the last env step returned: the post-action state
 p_obs, p_idx = batch_obs_to_features(last_reports)
-check = trainer.bundle.get_action(trainer.obs_norm.normalize(p_obs), p_idx, trainer.envs.masks(), carried,
-                                  deterministic=True)
+check = trainer.agent.get_action(trainer.agent.obs_norm.normalize(p_obs), p_idx, trainer.envs.masks(), carried,
+                                 deterministic=True)
 print("stored bootstrap    :", [round(v, 4) for v in batch.bootstrap_values[:, -1].tolist()])
 print("recomputed bootstrap:", [round(v, 4) for v in check.value.tolist()])
 assert torch.allclose(batch.bootstrap_values[:, -1], check.value, atol=1e-4)
@@ -184,7 +196,7 @@ assert batch.truncated[:, -1].all()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-features = obs_norm.normalize(post_obs)
+features = post_obs
 err = expect_error(lambda: policy.get_action(features, masks=post_masks, hidden=hidden, deterministic=True), TypeError)
 print(f"{type(err).__name__}: {err}")
 assert "blueprint_indices" in str(err)
@@ -194,8 +206,9 @@ print(f"{type(err).__name__}: {err}")
 assert "blueprint_indices" in str(err)
 
 # %% [markdown]
-# Indices of the wrong shape or type are rejected with a message too (for example the float tensor a hand-built
-# batch might produce, or one index per world instead of one per slot):
+# (`act` and `bootstrap` cannot forget them at all: they take the reports and extract the features and the indices
+# together.) Indices of the wrong shape or type are rejected with a message too (for example the float tensor a
+# hand-built batch might produce, or one index per world instead of one per slot):
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -209,9 +222,10 @@ print(f"{type(err).__name__}: {err}")
 #
 # - `batch_obs_to_features(reports)` returns `(obs [E, 121], blueprint_indices [E, 3])`; an index is the blueprint of
 #   the seed in that slot, -1 for an empty slot.
-# - One batched `get_action(normalised obs, blueprint_indices, masks, hidden)` per step drives E worlds; the
-#   normaliser is frozen during the rollout; the hidden state is carried and never reset inside the episode.
-# - The bootstrap uses the post-action features **and** indices, the carried hidden state and
+# - One batched `get_action(normalised obs, blueprint_indices, masks, hidden)` per step (`agent.act`) drives E
+#   worlds through their joint actions `[E, 8]`; the normaliser is frozen during the rollout; the hidden state is
+#   carried and never reset inside the episode.
+# - The bootstrap (`agent.bootstrap`) uses the post-action features **and** indices, the carried hidden state and
 #   `deterministic=True`; a zero hidden state or pre-action features give a different, wrong value.
 # - Forgetting the indices cannot go unnoticed: it is a `TypeError` that names `blueprint_indices`.
 #

@@ -5,15 +5,18 @@
 #
 # - the buffer's schema: one row per world, `[num_envs, steps, ...]`, holding exactly what the policy saw and
 #   returned, `blueprint_indices` included;
-# - what `add()` stores for one step (the **pre-step** hidden state, the normalised observation) and how
-#   `batched()` hands the PPO update whole episodes with their initial hidden state;
+# - what `reset()` and `add()` store: once per rollout the hidden state the rows start from, then per step the
+#   normalised observation, the joint action `[E, 8]` and its per-head log-probs, the masks each head was sampled
+#   under and the op the world executed; and how `batched()` hands the PPO update whole episodes with their initial
+#   hidden state;
 # - GAE with truncation, worked by hand on a small example and checked against `compute_gae`, with a terminal and a
 #   truncated episode side by side and two worlds kept apart;
 # - the addendum's pitfall 2, a buffer that forgets `blueprint_indices`, shown as the clear error it raises.
 #
 # **Modules explained:** [esper_lab/rl/buffer.py](../esper_lab/rl/buffer.py) (`RolloutBuffer`, `RolloutBatch`)
 # and [esper_lab/rl/advantages.py](../esper_lab/rl/advantages.py) (`compute_gae`). Seed documents: the addendum's
-# Step 4 and "Common pitfalls" 2; esper_facts section 6.
+# Step 4 and "Common pitfalls" 2. Esper's buffer keeps each world's episode in its own row (`[num_envs, steps, ...]`),
+# so GAE never runs across two worlds.
 
 # %%
 import os
@@ -34,7 +37,11 @@ print("notebook size:", SIZE)
 #
 # The buffer is pre-allocated for one rollout: `num_envs` rows of `max_steps` steps. Each row is one world's
 # contiguous episode, so GAE never mixes worlds (Esper's "P0 fix") and the PPO update can replay a row as one LSTM
-# sequence. A small buffer (2 worlds, 5 steps, a 64-wide LSTM) is enough to see every field:
+# sequence. The LSTM state is **not** stored per step: only the state each row starts from, `initial_hidden`, set
+# by `reset(initial_hidden)` at the start of the rollout; the update re-runs whole rows, so the LSTM recomputes
+# every later state itself. The actions and their log-probs are stored joint, `[E, T, 8]` with columns in
+# `HEAD_NAMES` order (`actions[..., HEAD_INDEX["op"]]` is the op). A small buffer (2 worlds, 5 steps, a 64-wide
+# LSTM) is enough to see every field:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -48,53 +55,78 @@ buffer = RolloutBuffer(num_envs=E, max_steps=T, obs_dim=OBS_DIM, num_slots=S, ls
 def describe(x):
     if isinstance(x, dict):
         first = next(iter(x.values()))
-        return f"{{8 heads}} each {list(first.shape)} {str(first.dtype).replace('torch.', '')}"
+        return (f"{{{len(x)} heads}} each {list(first.shape[:-1]) + ['k']} {str(first.dtype).replace('torch.', '')}, "
+                f"k = {', '.join(str(v.shape[-1]) for v in x.values())}")
     return f"{list(x.shape)} {str(x.dtype).replace('torch.', '')}"
 
 
-fields = ["obs", "blueprint_indices", "actions", "log_probs", "values", "op_values", "rewards", "dones",
-          "truncated", "bootstrap_values", "masks", "hidden_h", "hidden_c"]
-display(Markdown(markdown_table([{"field": f, "shape and dtype": describe(getattr(buffer, f))} for f in fields])))
+fields = ["obs", "blueprint_indices", "actions", "log_probs", "values", "op_values", "executed_ops", "rewards",
+          "dones", "truncated", "bootstrap_values", "masks"]
+rows = [{"field": f, "shape and dtype": describe(getattr(buffer, f))} for f in fields]
+rows.append({"field": "initial_hidden", "shape and dtype": f"set by reset(): (h0, c0), each "
+             f"{[buffer.lstm_layers, E, H]} float32"})
+display(Markdown(markdown_table(rows)))
 assert buffer.blueprint_indices.shape == (E, T, S) and buffer.blueprint_indices.dtype == torch.int64
+assert buffer.actions.shape == buffer.log_probs.shape == (E, T, 8) and buffer.initial_hidden is None
 
 # %% [markdown]
-# ## 2. `add()`: one step for every world
+# ## 2. `reset()`, then `add()`: one step for every world
 #
-# We drive a small policy on made-up observations with real legal-action masks (a world with every slot empty:
-# only WAIT and GERMINATE are legal) and store each step exactly as the trainer does: the observation the policy
-# saw, the indices it saw, what `get_action` returned, the reward, and the hidden state **fed into** the step.
-# Every argument is keyword-only and required.
+# We drive a small agent on made-up observations with real legal-action masks (a world with every slot empty:
+# only WAIT and GERMINATE are legal) and store each step as `rollout.collect` does. First `reset(initial_hidden)`
+# with the state the rows start from; then, per step, the observation the policy saw, the indices it saw, what
+# `get_action` returned (the joint action and log-probs, the value, Q of every op), the op the world executed, the
+# reward, and the masks each head was sampled under (`result.masks`: with the default conditional masks the slot
+# mask is the one of the op just drawn). The hidden state is carried from step to step but not stored. Every
+# argument of `add` is keyword-only and required.
 
 # %%
-from esper_lab.actions import HEAD_NAMES, SlotView, compute_action_masks
-from esper_lab.policy.bundle import LSTMPolicyBundle
+from esper_lab.actions import HEAD_INDEX, HEAD_NAMES, SlotView, compute_action_masks
+from esper_lab.agent import Agent
+from esper_lab.policy.network import FactoredRecurrentActorCritic
 
 torch.manual_seed(1)
-policy = LSTMPolicyBundle(OBS_DIM, S, feature_dim=64, lstm_hidden_dim=H)
-one_world = compute_action_masks([SlotView(None)] * S)
-masks = {h: m.expand(E, -1).clone() for h, m in one_world.items()}  # {head: [E, k]}
+policy = Agent(FactoredRecurrentActorCritic(OBS_DIM, S, feature_dim=64, lstm_hidden_dim=H))
+one_world = compute_action_masks([SlotView(None)] * S)  # the eight heads, plus the op -> slot table
+masks = {k: m.expand(E, *m.shape).clone() for k, m in one_world.items()}  # {head: [E, k]}, op_slot: [E, 6, S]
 obs_seq = torch.randn(T, E, OBS_DIM)  # stands in for normalised Obs V3 features
 idx_seq = torch.full((T, E, S), -1, dtype=torch.int64)  # every slot empty
 rewards = torch.tensor([[0.1, 0.0, 0.3, 0.0, 1.0], [0.0, 0.2, 0.0, -0.1, 0.5]])  # [E, T]
 
 hidden = policy.initial_hidden(E)
-hiddens = []
+buffer.reset(hidden)  # the state every row starts from: (h0, c0), each [1, E, H]
+hiddens, results = [hidden], []
 for t in range(T):
     res = policy.get_action(obs_seq[t], idx_seq[t], masks, hidden)
-    buffer.add(obs=obs_seq[t], blueprint_indices=idx_seq[t], actions=res.actions, log_probs=res.log_probs,
-               value=res.value, op_values=res.op_values, reward=rewards[:, t], done=torch.full((E,), t == T - 1),
-               truncated=torch.full((E,), t == T - 1), masks=masks, hidden=hidden)
+    executed = res.actions["op"]  # no world here: the op drawn is the op executed (collect reads it from the infos)
+    buffer.add(obs=obs_seq[t], blueprint_indices=idx_seq[t], actions=res.joint_actions,
+               log_probs=res.joint_log_probs, value=res.value, op_values=res.op_values, executed_op=executed,
+               reward=rewards[:, t], done=torch.full((E,), t == T - 1), truncated=torch.full((E,), t == T - 1),
+               masks=res.masks)
+    hidden = res.hidden  # carried to the next step, never stored
     hiddens.append(hidden)
-    hidden = res.hidden  # carried to the next step
+    results.append(res)
 buffer.set_bootstrap(torch.tensor([0.7, -0.2]))  # V(post-action state) of each world's truncated last step
 print("steps stored:", len(buffer), "| full:", buffer.full)
+print("joint actions of world 0, one row per step (" + ", ".join(HEAD_NAMES) + "):")
+print(buffer.actions[0].tolist())
 
 # %%
 assert len(buffer) == T and buffer.full
 assert torch.equal(buffer.obs[:, 2], obs_seq[2])  # row = world, column = step
-assert torch.equal(buffer.hidden_h[:, 0, 0], torch.zeros(E, H))  # step 0 was fed the zero state
-for t in range(1, T):  # step t stores the state fed INTO it, i.e. what step t-1 returned
-    assert torch.equal(buffer.hidden_h[:, t, 0], hiddens[t][0][0])
+for t, res in enumerate(results):  # the joint tensors, exactly as get_action returned them
+    assert torch.equal(buffer.actions[:, t], res.joint_actions)
+    assert torch.equal(buffer.log_probs[:, t], res.joint_log_probs)
+    assert torch.equal(buffer.actions[:, t, HEAD_INDEX["op"]], res.actions["op"])
+h0, c0 = buffer.initial_hidden
+assert torch.equal(h0, torch.zeros(1, E, H)) and torch.equal(c0, torch.zeros(1, E, H))  # rows start from zero
+# No later state is stored: re-running the first t steps of every row from (h0, c0) gives back the state step t
+# was fed (the LSTM over a sequence and step by step agree to float rounding).
+for t in range(1, T + 1):
+    prefix = policy.evaluate_actions(buffer.obs[:, :t], buffer.blueprint_indices[:, :t], buffer.actions[:, :t],
+                                     {h: m[:, :t] for h, m in buffer.masks.items()}, buffer.initial_hidden)
+    assert torch.allclose(prefix.hidden[0], hiddens[t][0], atol=1e-5)
+    assert torch.allclose(prefix.hidden[1], hiddens[t][1], atol=1e-5)
 assert buffer.bootstrap_values[:, -1].tolist() == [0.699999988079071, -0.20000000298023224]
 assert buffer.bootstrap_values[:, :-1].eq(0).all()
 
@@ -106,9 +138,9 @@ assert buffer.bootstrap_values[:, :-1].eq(0).all()
 # NBVAL_CHECK_OUTPUT
 from esper_lab.rl.buffer import BufferFullError
 
-step = dict(obs=obs_seq[0], blueprint_indices=idx_seq[0], actions=res.actions, log_probs=res.log_probs,
-            value=res.value, op_values=res.op_values, reward=rewards[:, 0], done=torch.zeros(E, dtype=torch.bool),
-            truncated=torch.zeros(E, dtype=torch.bool), masks=masks, hidden=hidden)
+step = dict(obs=obs_seq[0], blueprint_indices=idx_seq[0], actions=res.joint_actions, log_probs=res.joint_log_probs,
+            value=res.value, op_values=res.op_values, executed_op=res.actions["op"], reward=rewards[:, 0],
+            done=torch.zeros(E, dtype=torch.bool), truncated=torch.zeros(E, dtype=torch.bool), masks=res.masks)
 err = expect_error(lambda: buffer.add(**step), BufferFullError)
 print(type(err).__name__, "->", err)
 
@@ -131,14 +163,16 @@ assert torch.equal(mini.obs[0], batch.obs[1]) and torch.equal(mini.initial_hidde
 
 # %% [markdown]
 # Replaying a row from its initial hidden state reproduces what the rollout stored, because the buffer kept the
-# exact inputs, including the blueprint indices. This is the property the PPO update relies on (notebook 05):
+# exact inputs: the observation, the blueprint indices, the joint action and the masks each head was sampled under.
+# This is the property the PPO update relies on (notebook 05):
 
 # %%
 ev = policy.evaluate_actions(batch.obs, batch.blueprint_indices, batch.actions, batch.masks, batch.initial_hidden)
 for h in HEAD_NAMES:
-    assert torch.allclose(ev.log_probs[h], batch.log_probs[h], atol=1e-5), h
+    assert torch.allclose(ev.log_probs[h], batch.log_probs[..., HEAD_INDEX[h]], atol=1e-5), h
 assert torch.allclose(ev.value, batch.values, atol=1e-5)
-print("max |replayed − stored| log-prob:", max((ev.log_probs[h] - batch.log_probs[h]).abs().max().item() for h in HEAD_NAMES))
+print("max |replayed − stored| log-prob:",
+      max((ev.log_probs[h] - batch.log_probs[..., HEAD_INDEX[h]]).abs().max().item() for h in HEAD_NAMES))
 
 # %% [markdown]
 # ## 4. GAE with truncation, by hand
@@ -152,8 +186,8 @@ print("max |replayed − stored| log-prob:", max((ev.log_probs[h] - batch.log_pr
 # | a **true terminal** (done, not truncated) | 0 | cut |
 # | a **truncation** (the time limit) | the bootstrap, V(post-action state) | cut |
 #
-# The worked example of esper_facts section 6 (γ = 0.9, λ = 0.5): two episodes in one row, the first ending in a
-# true terminal at step 1, the second truncated at step 3 with a bootstrap value of 4.
+# A worked example (γ = 0.9, λ = 0.5): two episodes in one row, the first ending in a true terminal at step 1, the
+# second truncated at step 3 with a bootstrap value of 4.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -213,14 +247,19 @@ series_figure({"last step truncated (bootstrap 4)": adv.tolist(), "last step a t
               "GAE advantages of the worked example", "step t", "advantage A_t")
 
 # %% [markdown]
-# And on the buffer we filled above (γ = 0.995, λ = 0.98, the lab's defaults), every row ends truncated and
-# bootstraps from what `set_bootstrap` stored:
+# And on the buffer we filled above (the lab's defaults: γ = `world.reward.gamma` = 0.995, the one discount the
+# reward shaping and PPO share, and λ = `ppo.gae_lambda` = 0.98), every row ends truncated and bootstraps from what
+# `set_bootstrap` stored:
 
 # %%
+from esper_lab.config import PPOConfig, RewardConfig
+
+gamma_lab, lam_lab = RewardConfig().gamma, PPOConfig().gae_lambda
+assert (gamma_lab, lam_lab) == (0.995, 0.98)
 adv_b, ret_b = compute_gae(batch.rewards, batch.values, batch.dones, batch.truncated, batch.bootstrap_values,
-                           0.995, 0.98)
+                           gamma_lab, lam_lab)
 assert adv_b.shape == (E, T) and torch.allclose(ret_b, adv_b + batch.values)
-last_delta = batch.rewards[:, -1] + 0.995 * batch.bootstrap_values[:, -1] - batch.values[:, -1]
+last_delta = batch.rewards[:, -1] + gamma_lab * batch.bootstrap_values[:, -1] - batch.values[:, -1]
 assert torch.allclose(adv_b[:, -1], last_delta)  # the truncated last step: δ with the bootstrap, nothing after
 print("advantages per world:", [[round(a, 3) for a in row] for row in adv_b.tolist()])
 
@@ -237,6 +276,7 @@ print("advantages per world:", [[round(a, 3) for a in row] for row in adv_b.toli
 from esper_lab.rl.buffer import BufferSchemaError
 
 fresh = RolloutBuffer(num_envs=E, max_steps=T, obs_dim=OBS_DIM, num_slots=S, lstm_hidden_dim=H)
+fresh.reset(policy.initial_hidden(E))
 without_indices = {k: v for k, v in step.items() if k != "blueprint_indices"}
 err = expect_error(lambda: fresh.add(**without_indices), BufferSchemaError)
 print(type(err).__name__, "->", err)
@@ -250,17 +290,30 @@ assert "blueprint_indices" in str(err) and len(fresh) == 0  # nothing was half-w
 # NBVAL_CHECK_OUTPUT
 err = expect_error(lambda: fresh.add(**{**step, "blueprint_indices": torch.zeros(E, dtype=torch.int64)}), BufferSchemaError)
 print(type(err).__name__, "->", err)
-err = expect_error(lambda: fresh.add(**{**step, "masks": {h: m for h, m in masks.items() if h != "style"}}), BufferSchemaError)
+err = expect_error(lambda: fresh.add(**{**step, "masks": {h: m for h, m in res.masks.items() if h != "style"}}), BufferSchemaError)
 print(type(err).__name__, "->", err)
 assert len(fresh) == 0
 
 # %% [markdown]
+# And the newest way to get it wrong: adding steps without first saying which hidden state the rows start from.
+# The update could not re-run them, so `add` refuses until `reset(initial_hidden)` has been called:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+unreset = RolloutBuffer(num_envs=E, max_steps=T, obs_dim=OBS_DIM, num_slots=S, lstm_hidden_dim=H)
+err = expect_error(lambda: unreset.add(**step), BufferSchemaError)
+print(type(err).__name__, "->", err)
+assert "reset(initial_hidden)" in str(err) and len(unreset) == 0
+
+# %% [markdown]
 # ## Recap
 #
-# - `RolloutBuffer` holds `[num_envs, steps, ...]` rows: normalised obs, `blueprint_indices`, 8 actions, 8 per-head
-#   log-probs, value, `op_values`, reward, done / truncated, the bootstrap value, 8 masks and the **pre-step** hidden.
-# - `batched()` gives the update whole episodes plus each row's initial hidden state; replaying a row reproduces the
-#   stored log-probs and values.
+# - `RolloutBuffer` holds `[num_envs, steps, ...]` rows: normalised obs, `blueprint_indices`, the joint action and
+#   its per-head log-probs (`[E, T, 8]` each), value, `op_values`, the executed op, reward, done / truncated, the
+#   bootstrap value and the 8 masks each head was sampled under; of the LSTM state, only the **initial** one, given
+#   to `reset()`.
+# - `batched()` gives the update whole episodes plus each row's initial hidden state; re-running a row from it
+#   reproduces the stored log-probs and values, and every later hidden state.
 # - GAE: a true terminal bootstraps from 0, a truncation from V(post-action state); the λ-chain is cut at both;
 #   rows never mix. The worked example gives A = [1.0625, 0.75, 11.8575, 4.85].
 # - A missing or mis-shaped field (pitfall 2) is a `BufferSchemaError` naming it at `add()` time, not a `KeyError`

@@ -3,18 +3,23 @@
 #
 # **What you will learn**
 #
-# - how the update re-runs each stored episode through `evaluate_actions` **with the stored op and the stored
-#   blueprint indices**, and why the first pass must reproduce the rollout exactly (every ratio equal to 1);
+# - how the update re-runs each stored episode through `evaluate_actions` **with the stored joint action and the
+#   stored blueprint indices**, and why the first pass must reproduce the rollout exactly (every ratio equal to 1);
 # - what breaks that check: indices the policy never saw, or an observation the policy never saw;
-# - per-head advantages from the one head-relevance table: a head is credited only on the steps where it mattered;
+# - per-head advantages from the one head-relevance table: a head is credited only on the steps where it mattered
+#   for the op the world executed;
 # - the approximate KL `(r − 1) − log r`, checked **before** each optimizer step;
-# - one full update on a real rollout, and the metrics it reports.
+# - one full update on a real rollout, and the metrics it reports;
+# - the illegal fraction of the two mask modes in real training: 0 with conditional masks, a large share with
+#   Phase 4's independent ones, whose illegal actions the update credits as the WAIT they ran as.
 #
 # **Modules explained:** [esper_lab/rl/ppo.py](../esper_lab/rl/ppo.py) (`PPOUpdater`),
 # [esper_lab/rl/advantages.py](../esper_lab/rl/advantages.py) (`per_head_advantages`),
-# [esper_lab/actions.py](../esper_lab/actions.py) (`HEAD_RELEVANCE`, `causal_masks`) and, for the rollout,
-# [esper_lab/rl/trainer.py](../esper_lab/rl/trainer.py). Seed documents: the addendum's Step 5; esper_facts
-# section 7.
+# [esper_lab/actions.py](../esper_lab/actions.py) (`HEAD_RELEVANCE`, `causal_masks`), the `Agent`'s
+# `evaluate_actions` in [esper_lab/agent.py](../esper_lab/agent.py) and, for the rollout,
+# [esper_lab/rl/trainer.py](../esper_lab/rl/trainer.py) and [esper_lab/rl/rollout.py](../esper_lab/rl/rollout.py).
+# Seed documents: the addendum's Step 5. Esper's Phase 4 update re-evaluated each stored episode as one sequence from
+# its initial hidden state and checked the approximate KL before the optimizer step (commit e3f72b3).
 
 # %%
 import os
@@ -44,39 +49,49 @@ cfg = preset(by_size(SIZE, ci="tiny", full="demo"), seed=0)
 trainer = Trainer(cfg)  # no run directory: nothing is written
 rollout = trainer.collect()
 batch = trainer.buffer.batched()
-net = trainer.bundle.network
+agent, net = trainer.agent, trainer.agent.network
 E, T = batch.num_envs, batch.num_steps
-print(f"{E} worlds × {T} steps, network {cfg.policy.feature_dim}/{cfg.policy.lstm_hidden_dim}, critic {net.critic}")
-print("episode returns:", [round(x, 2) for x in rollout.episode_returns.tolist()])
+print(f"{E} worlds × {T} steps, network {cfg.policy.feature_dim}/{cfg.policy.lstm_hidden_dim}, critic {net.critic}, "
+      f"masks {cfg.policy.masks}")
+print("episode returns:", [round(x, 2) for x in rollout.telemetry.episode_returns.tolist()])
+print("stored joint actions", list(batch.actions.shape), "| log-probs", list(batch.log_probs.shape))
 
 # %% [markdown]
-# ## 2. `evaluate_actions` with the stored op and the stored indices: every ratio is 1
+# ## 2. `evaluate_actions` with the stored actions and the stored indices: every ratio is 1
 #
 # The update calls, for a minibatch of whole episodes,
 #
 # ```python
-# out = network.evaluate_actions(mb.obs, mb.blueprint_indices, mb.actions, hidden=mb.initial_hidden, masks=mb.masks)
-# ratio[head] = exp(out.log_probs[head] - mb.log_probs[head])
+# out = agent.evaluate_actions(mb.obs, mb.blueprint_indices, mb.actions, masks=mb.masks, hidden=mb.initial_hidden,
+#                              value_op=mb.executed_ops)
+# ratio[head] = exp(out.log_probs[head] - mb.log_probs[..., HEAD_INDEX[head]])
 # ```
 #
-# (the addendum's Step 5: `blueprint_indices` from the buffer batch). Before any optimizer step the weights are the
-# ones that acted, so replaying the stored inputs must give back the stored log-probs and values: every ratio is
-# exactly 1 and `out.value` is the stored Q(s, stored op). This is the cheapest end-to-end test of Steps 3 to 5:
-# a wrong obs, wrong indices, a wrong hidden state or a wrong op anywhere on the way shows up here.
+# (the addendum's Step 5: `blueprint_indices` from the buffer batch). `mb.actions` is the stored joint action
+# `[e, T, 8]`, `mb.masks` the masks each head was sampled under, and the value is conditioned on the op the world
+# **executed**, the op the stored value was computed for. (It differs from the requested op only where an action
+# could not run as asked and ran as WAIT; with the default conditional masks every sampled action executes, so
+# here the two are the same.) Before any optimizer step the weights are the ones that acted, so replaying the
+# stored inputs must give back the stored log-probs and values: every ratio is exactly 1 and `out.value` is the
+# stored Q(s, op). This is the cheapest end-to-end test of Steps 3 to 5: a wrong obs, wrong indices, a wrong
+# hidden state or a wrong op anywhere on the way shows up here.
 
 # %%
-from esper_lab.actions import HEAD_NAMES, causal_masks
+from esper_lab.actions import HEAD_INDEX, HEAD_NAMES, causal_masks
 
-out = net.evaluate_actions(batch.obs, batch.blueprint_indices, batch.actions, hidden=batch.initial_hidden,
-                           masks=batch.masks)
-ratios = {h: (out.log_probs[h] - batch.log_probs[h]).exp() for h in HEAD_NAMES}
+stored_op = batch.actions[..., HEAD_INDEX["op"]]  # [E, T], the op column of the joint action
+assert cfg.policy.masks == "conditional" and rollout.telemetry.illegal == 0  # every sampled action executed ...
+assert torch.equal(batch.executed_ops, stored_op)  # ... so the executed op is the stored one
+out = agent.evaluate_actions(batch.obs, batch.blueprint_indices, batch.actions, masks=batch.masks,
+                             hidden=batch.initial_hidden, value_op=batch.executed_ops)
+ratios = {h: (out.log_probs[h] - batch.log_probs[..., HEAD_INDEX[h]]).exp() for h in HEAD_NAMES}
 max_dev = max((r - 1).abs().max().item() for r in ratios.values())
 print(f"max |ratio − 1| over all heads and steps: {max_dev:.2e}")
 print(f"max |value − stored value|: {(out.value - batch.values).abs().max().item():.2e}")
 assert max_dev < 1e-4
 assert torch.allclose(out.value, batch.values, atol=1e-5)
-q_stored_op = batch.op_values.gather(-1, batch.actions["op"].unsqueeze(-1)).squeeze(-1)
-assert torch.allclose(out.value, q_stored_op, atol=1e-5)  # critic q_op: value = Q(s, the STORED op)
+q_executed_op = batch.op_values.gather(-1, batch.executed_ops.unsqueeze(-1)).squeeze(-1)
+assert torch.allclose(out.value, q_executed_op, atol=1e-5)  # critic q_op: value = Q(s, the executed op)
 
 # %% [markdown]
 # What the check catches. Re-run the same episodes with blueprint indices the policy never saw (every slot "empty"),
@@ -85,16 +100,17 @@ assert torch.allclose(out.value, q_stored_op, atol=1e-5)  # critic q_op: value =
 
 # %%
 wrong_idx = torch.full_like(batch.blueprint_indices, -1)
-out_idx = net.evaluate_actions(batch.obs, wrong_idx, batch.actions, hidden=batch.initial_hidden, masks=batch.masks)
+out_idx = agent.evaluate_actions(batch.obs, wrong_idx, batch.actions, masks=batch.masks, hidden=batch.initial_hidden,
+                                 value_op=batch.executed_ops)
 raw_obs = rollout.raw_obs.reshape(T, E, -1).transpose(0, 1)  # the un-normalised features, [E, T, D]
-trainer.obs_norm.update(rollout.raw_obs)  # what the trainer does just before the update: now normalised != raw
-renormalised = trainer.obs_norm.normalize(raw_obs)
-out_obs = net.evaluate_actions(renormalised, batch.blueprint_indices, batch.actions, hidden=batch.initial_hidden,
-                               masks=batch.masks)
+agent.obs_norm.update(rollout.raw_obs)  # what the trainer does just before the update: now normalised != raw
+renormalised = agent.obs_norm.normalize(raw_obs)
+out_obs = agent.evaluate_actions(renormalised, batch.blueprint_indices, batch.actions, masks=batch.masks,
+                                 hidden=batch.initial_hidden, value_op=batch.executed_ops)
 rows = []
 for label, o in (("stored obs + stored indices", out), ("indices all -1", out_idx),
                  ("obs re-normalised with updated statistics", out_obs)):
-    dev = max((o.log_probs[h] - batch.log_probs[h]).exp().sub(1).abs().max().item() for h in HEAD_NAMES)
+    dev = max((o.log_probs[h] - batch.log_probs[..., HEAD_INDEX[h]]).exp().sub(1).abs().max().item() for h in HEAD_NAMES)
     rows.append({"replayed with": label, "max |ratio − 1|": f"{dev:.2e}",
                  "max |value − stored|": f"{(o.value - batch.values).abs().max().item():.2e}"})
 display(Markdown(markdown_table(rows)))
@@ -112,16 +128,17 @@ assert (out_obs.value - batch.values).abs().max().item() > 1e-4
 # A step's advantage says how much better the whole action turned out than the baseline. But an action has eight
 # heads, and for most ops most heads did nothing: the blueprint choice of a WAIT step changed nothing in the world.
 # Crediting it anyway adds pure noise to that head's gradient. So each head gets `advantage × relevant(head, op)`,
-# with relevance read from the one table in `actions.py` (notebook 00 draws it), and each head's loss is averaged
+# with relevance read from the one table in `actions.py` (notebook 00 draws it) for the op the world executed
+# (`batch.executed_ops`: an action that ran as WAIT credits only its op head), and each head's loss is averaged
 # only over its relevant steps.
 
 # %%
 from esper_lab.rl.advantages import compute_gae, per_head_advantages
 
 adv, ret = compute_gae(batch.rewards, batch.values, batch.dones, batch.truncated, batch.bootstrap_values,
-                       cfg.ppo.gamma, cfg.ppo.gae_lambda)  # [E, T]
-head_adv = per_head_advantages(adv, batch.actions["op"])
-relevant = causal_masks(batch.actions["op"])
+                       cfg.gamma, cfg.ppo.gae_lambda)  # [E, T]; cfg.gamma is world.reward.gamma, the one discount
+head_adv = per_head_advantages(adv, batch.executed_ops)
+relevant = causal_masks(batch.executed_ops)
 rows = [{"head": h, "relevant steps": f"{int(relevant[h].sum())} / {E * T}",
          "share": f"{100 * relevant[h].float().mean().item():.0f}%",
          "mean |advantage| where relevant": round(adv.abs()[relevant[h]].mean().item(), 3) if relevant[h].any() else "-"}
@@ -134,8 +151,9 @@ for h in HEAD_NAMES:
 # %%
 from esper_lab.actions import LifecycleOp
 
-counts = torch.bincount(batch.actions["op"].flatten(), minlength=len(LifecycleOp))
-print("ops in this rollout:", {op.name: int(counts[op]) for op in LifecycleOp})
+counts = torch.bincount(batch.executed_ops.flatten(), minlength=len(LifecycleOp))
+print("ops executed in this rollout:", {op.name: int(counts[op]) for op in LifecycleOp})
+assert torch.equal(counts, rollout.telemetry.op_counts)  # the rollout's telemetry counted the same (none illegal)
 
 # %% [markdown]
 # ## 4. Approximate KL, checked before the step
@@ -144,7 +162,7 @@ print("ops in this rollout:", {op.name: int(counts[op]) for op in LifecycleOp})
 # has moved from the one that collected the data, per head `KL ≈ mean((r − 1) − log r)` over the head's relevant
 # steps (non-negative for every sample, unbiased, low variance). Above 1.5 × `target_kl` the update stops and that
 # step never happens. Esper first checked it *after* `optimizer.step()`, so with one epoch the check could never
-# prevent anything (BUG-003).
+# prevent anything; commit e3f72b3 moved it before the step, so `target_kl` works even with one epoch.
 #
 # On the first minibatch every ratio is 1, so the estimate is exactly 0:
 
@@ -163,10 +181,11 @@ assert abs(kl_first.item()) < 1e-6
 import copy
 import dataclasses
 
+from esper_lab.agent import Agent
 from esper_lab.rl.ppo import PPOUpdater
 
-strict_net = copy.deepcopy(net)
-strict = PPOUpdater(strict_net, dataclasses.replace(cfg.ppo, target_kl=1e-9, epochs=2, minibatches=1))
+strict_agent = Agent(copy.deepcopy(net))  # a copy: the real update below starts from the weights that acted
+strict = PPOUpdater(strict_agent, dataclasses.replace(cfg.ppo, target_kl=1e-9, epochs=2, minibatches=1), cfg.gamma)
 m = strict.update(trainer.buffer)
 print("planned steps:", 2 * 1, "| optimizer steps taken:", m["optimizer_steps"], "| early stopped:", m["early_stopped"])
 assert m["early_stopped"] and m["optimizer_steps"] == 1
@@ -182,8 +201,8 @@ assert m["early_stopped"] and m["optimizer_steps"] == 1
 before = {n: p.detach().clone() for n, p in net.named_parameters()}
 metrics = trainer.updater.update(trainer.buffer)
 shown = ["policy_loss", "value_loss", "entropy_loss", "approx_kl", "clip_fraction", "explained_variance",
-         "grad_norm_total", "q_spread", "q_variance", "epochs_completed", "optimizer_steps", "early_stopped",
-         "ratio_first"]
+         "advantage_mean", "advantage_std", "grad_norm_total", "q_spread", "q_variance", "epochs_completed",
+         "optimizer_steps", "early_stopped", "ratio_first"]
 display(Markdown(markdown_table([{"metric": k, "value": metrics[k]} for k in shown])))
 
 # %%
@@ -205,9 +224,9 @@ print(f"{len(moved)} of {len(before)} parameter tensors changed")
 # %%
 from nb_helpers import box_figure
 
-after = net.evaluate_actions(batch.obs, batch.blueprint_indices, batch.actions, hidden=batch.initial_hidden,
-                             masks=batch.masks)
-ratios_after = {h: (after.log_probs[h] - batch.log_probs[h]).exp()[relevant[h]] for h in HEAD_NAMES}
+after = agent.evaluate_actions(batch.obs, batch.blueprint_indices, batch.actions, masks=batch.masks,
+                               hidden=batch.initial_hidden, value_op=batch.executed_ops)
+ratios_after = {h: (after.log_probs[h] - batch.log_probs[..., HEAD_INDEX[h]]).exp()[relevant[h]] for h in HEAD_NAMES}
 kl_after = sum(((r - 1) - r.log()).sum() for r in ratios_after.values()) / sum(r.numel() for r in ratios_after.values())
 print(f"approximate KL after the update: {kl_after.item():.4f}")
 assert kl_after.item() >= 0
@@ -215,16 +234,70 @@ box_figure({h: r.tolist() for h, r in ratios_after.items() if r.numel()},
            "Per-head ratio π_new / π_old on the steps where the head mattered", "ratio", hlines=(0.8, 1.0, 1.2))
 
 # %% [markdown]
+# ## 6. The two mask modes in training
+#
+# Everything above ran with the default `policy.masks = "conditional"`: the slot is sampled among the slots where
+# the sampled op can execute, so no action is illegal. Phase 4 as shipped, `"independent"`, samples the slot from
+# every enabled slot whatever the op; an action that cannot execute runs as WAIT. Every metrics record counts them:
+# `illegal_actions` and `illegal_fraction` (illegal actions / env steps). Where an action ran as WAIT, the update
+# credits the op the world **executed** (`executed_ops`): the causal masks give only the op head that step's
+# advantage, and the critic's Q(s, op) is evaluated and fitted for WAIT, the op that ran. Same preset, same seed, a
+# few updates per mode; a spy on the agent's `evaluate_actions` and on the update's `causal_masks` records which op
+# the update used.
+
+# %%
+import esper_lab.rl.ppo as ppo_module
+from esper_lab.plots.compare import overlay
+from nb_helpers import spy_on
+
+MODE_PRESET, MODE_UPDATES = by_size(SIZE, ci="tiny", full="demo"), by_size(SIZE, ci=2, full=5)
+mode_cfg = preset(MODE_PRESET)
+steps_per_update = mode_cfg.num_envs * mode_cfg.world.max_epochs
+mode_records, ran_as_wait_share = {}, {}
+for mode in ("conditional", "independent"):
+    mode_trainer = Trainer(preset(MODE_PRESET, seed=0, **{"policy.masks": mode}))  # no run directory
+    try:
+        with spy_on(mode_trainer.agent, "evaluate_actions") as evals, spy_on(ppo_module, "causal_masks") as credits:
+            mode_records[mode] = mode_trainer.run(MODE_UPDATES)
+    finally:
+        mode_trainer.close()
+    assert mode_trainer.agent.masks == mode and len(evals) == len(credits) > 0
+    requested = torch.cat([c.arg("actions")[..., HEAD_INDEX["op"]].flatten() for c in evals])  # the sampled ops
+    executed = torch.cat([c.arg("value_op").flatten() for c in evals])  # what Q(s, op) was evaluated for
+    assert all(cr.args[0] is ev.arg("value_op") for cr, ev in zip(credits, evals))  # the causal masks' op, too
+    ran_as_wait = requested != executed
+    assert (executed[ran_as_wait] == LifecycleOp.WAIT).all()  # an action that could not execute ran as WAIT
+    ran_as_wait_share[mode] = ran_as_wait.float().mean().item()
+
+display(Markdown("`illegal_fraction` (illegal actions / env steps) per update:\n\n" + markdown_table([
+    {"update": u + 1, **{mode: f"{recs[u]['illegal_fraction']:.3f} ({recs[u]['illegal_actions']} / {steps_per_update})"
+                         for mode, recs in mode_records.items()}}
+    for u in range(MODE_UPDATES)])))
+display(Markdown(f"Share of the steps the update re-evaluated where the executed op (WAIT) differs from the sampled "
+                 f"one: conditional {ran_as_wait_share['conditional']:.3f}, independent {ran_as_wait_share['independent']:.3f}."))
+for mode, recs in mode_records.items():
+    assert [r["update"] for r in recs] == list(range(1, MODE_UPDATES + 1))
+    assert all(math.isclose(r["illegal_fraction"], r["illegal_actions"] / steps_per_update) for r in recs)
+assert all(r["illegal_fraction"] == 0.0 and r["illegal_actions"] == 0 for r in mode_records["conditional"])
+assert ran_as_wait_share["conditional"] == 0.0
+assert sum(r["illegal_actions"] for r in mode_records["independent"]) > 0 and ran_as_wait_share["independent"] > 0
+overlay("illegal_fraction", list(mode_records.items()))
+
+# %% [markdown]
 # ## Recap
 #
 # - The update replays each stored episode as one sequence from its stored initial hidden state, with the stored
-#   (normalised) obs, the stored **blueprint indices** and the stored **op**; before any step every ratio is 1 and
-#   the value equals the stored Q(s, stored op). Wrong indices or a re-normalised obs break that at once.
-# - Per-head advantages come from `HEAD_RELEVANCE`: the op head always gets the advantage; the others only on the
-#   steps where their choice mattered, and their losses average over those steps only.
+#   (normalised) obs, the stored **blueprint indices**, the stored joint action and the masks it was sampled under,
+#   the value conditioned on the **executed op**; before any step every ratio is 1 and the value equals the stored
+#   Q(s, op). Wrong indices or a re-normalised obs break that at once.
+# - Per-head advantages come from `HEAD_RELEVANCE` and the executed op: the op head always gets the advantage; the
+#   others only on the steps where their choice mattered, and their losses average over those steps only.
 # - The approximate KL `(r − 1) − log r` is checked before each optimizer step; a step that would overshoot
 #   1.5 × `target_kl` never happens.
 # - One update reports losses, KL, clip fraction, explained variance, gradient norms and `q_spread`; notebook 07
 #   follows them over a whole training run.
+# - With conditional masks (the default) every sampled action executes: `illegal_fraction` is 0 on every update.
+#   With independent masks a share of the actions run as WAIT, and the update conditions the value and the causal
+#   masks on that executed op, not on the sampled one.
 #
 # Next: [06_tests_and_validation.ipynb](06_tests_and_validation.ipynb) ticks the addendum's success criteria.

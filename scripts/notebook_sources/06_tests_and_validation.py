@@ -11,7 +11,8 @@
 # - the addendum's three new tests, run inline; its validation snippets, adapted; and the "short training run
 #   (10 epochs)" that closes the phase.
 #
-# **Modules checked:** [network.py](../esper_lab/policy/network.py), [bundle.py](../esper_lab/policy/bundle.py),
+# **Modules checked:** [network.py](../esper_lab/policy/network.py), [agent.py](../esper_lab/agent.py) (the
+# wrapper, Esper's `lstm_bundle.py`), [rollout.py](../esper_lab/rl/rollout.py),
 # [trainer.py](../esper_lab/rl/trainer.py), [buffer.py](../esper_lab/rl/buffer.py), [ppo.py](../esper_lab/rl/ppo.py)
 # and the test suite in [tests/](../tests/). Seed document: the addendum's "Validation Strategy", "New Tests
 # Required" and "Success Criteria".
@@ -110,35 +111,35 @@ checks.append(Check("Op-conditioned value head implemented (`_compute_value()` h
                     f"`value_head` input {net.value_head[0].in_features} = 512 + 6; value == `_compute_value(lstm_out, sampled_op)`"))
 
 # %% [markdown]
-# **Wrapper passes `blueprint_indices` to the network**: we call each of the bundle's four methods while recording
-# the network's calls, and check that the very tensor we handed the bundle arrived as the network's
-# `blueprint_indices`.
+# **Wrapper passes `blueprint_indices` to the network**: the wrapper is `Agent` (Esper's `LSTMPolicyBundle`). We
+# call each of its four network methods while recording the network's calls, and check that the very tensor we
+# handed the agent arrived as the network's `blueprint_indices`.
 
 # %%
+from esper_lab.agent import Agent
 from esper_lab.config import preset
 from esper_lab.features import OBS_DIM
-from esper_lab.policy.bundle import LSTMPolicyBundle
 
-bundle = LSTMPolicyBundle.from_config(OBS_DIM, preset("tiny").policy)
-net_t = bundle.network
+agent = Agent.from_config(preset("tiny").policy)
+net_t = agent.network
 torch.manual_seed(3)
 feats, idx = torch.randn(2, OBS_DIM), torch.tensor([[4, -1, -1], [-1, -1, 6]])
 seq_feats, seq_idx = feats.unsqueeze(1), idx.unsqueeze(1)
 passed = {}
 with spy_on(net_t, "get_action") as calls:
-    res = bundle.get_action(feats, idx, None, None)
+    res = agent.get_action(feats, idx, None, None)
 passed["get_action"] = calls[0].arg("blueprint_indices") is idx
 with spy_on(net_t, "forward") as calls:
-    bundle.forward(seq_feats, seq_idx)
+    agent.forward(seq_feats, seq_idx)
 passed["forward"] = calls[0].arg("blueprint_indices") is seq_idx
-seq_actions = {h: a.unsqueeze(1) for h, a in res.actions.items()}
+seq_actions = res.joint_actions.unsqueeze(1)  # the joint action [B, T=1, 8], as the buffer stores it
 with spy_on(net_t, "evaluate_actions") as calls:
-    bundle.evaluate_actions(seq_feats, seq_idx, seq_actions)
+    agent.evaluate_actions(seq_feats, seq_idx, seq_actions)
 passed["evaluate_actions"] = calls[0].arg("blueprint_indices") is seq_idx
 with spy_on(net_t, "get_value") as calls:
-    bundle.get_value(feats, idx, None, res.actions["op"])
+    agent.get_value(feats, idx, None, res.actions["op"])
 passed["get_value"] = calls[0].arg("blueprint_indices") is idx
-checks.append(Check("Wrapper (`bundle.py`) passes `blueprint_indices` to network", all(passed.values()),
+checks.append(Check("Wrapper (`agent.py`) passes `blueprint_indices` to network", all(passed.values()),
                     ", ".join(f"`{m}` {'✓' if v else '✗'}" for m, v in passed.items())))
 
 # %% [markdown]
@@ -147,17 +148,18 @@ checks.append(Check("Wrapper (`bundle.py`) passes `blueprint_indices` to network
 # The addendum closes with `python -m esper.scripts.train ppo --episodes 1 --max-epochs 10`: "if this completes
 # without errors, integration is correct". esper_lab's equivalent is
 # `esper-lab train --preset tiny --max-epochs 10 --updates 1`. We run it here through the same `Trainer` the CLI
-# uses, into a temporary run directory, and while it runs we record four things: every call of the bundle's
-# `get_action`, every call of `batch_obs_to_features` inside the trainer, every env step, and every call of the
-# network's `evaluate_actions` inside the update. Then we compare what was passed with what the worlds and the
-# buffer hold.
+# uses, into a temporary run directory, and while it runs we record four things: every call of the agent's
+# `get_action` (through `act` in the rollout and `bootstrap` after it), every call of `batch_obs_to_features`
+# inside the agent (`Agent.observe`, the one place the rollout extracts features), every env step, and every call
+# of the network's `evaluate_actions` inside the update. Then we compare what was passed with what the worlds and
+# the buffer hold.
 
 # %%
 import tempfile
 import time
 from pathlib import Path
 
-import esper_lab.rl.trainer as trainer_module
+import esper_lab.agent as agent_module
 from esper_lab.rl.trainer import Trainer
 from esper_lab.runs import RunReader
 
@@ -166,10 +168,10 @@ with tempfile.TemporaryDirectory() as tmp:
     run_dir = Path(tmp) / "short-run"
     trainer = Trainer(cfg, run_dir)
     t0 = time.perf_counter()
-    with spy_on(trainer.bundle, "get_action") as policy_calls, \
-            spy_on(trainer_module, "batch_obs_to_features") as feature_calls, \
+    with spy_on(trainer.agent, "get_action") as policy_calls, \
+            spy_on(agent_module, "batch_obs_to_features") as feature_calls, \
             spy_on(trainer.envs, "step") as env_calls, \
-            spy_on(trainer.bundle.network, "evaluate_actions") as eval_calls:
+            spy_on(trainer.agent.network, "evaluate_actions") as eval_calls:
         records = trainer.run()
     elapsed = time.perf_counter() - t0
     run_state = RunReader(run_dir).status().get("state")
@@ -325,13 +327,13 @@ import subprocess
 import sys
 
 if SIZE == "full":
-    cmd = [sys.executable, "-m", "pytest", "-q", "--color=no", "-o", "addopts=", "-p", "no:cacheprovider", "../tests",
-           "--ignore=../tests/test_notebook_browser.py"]
+    cmd = [sys.executable, "-m", "pytest", "-q", "--color=no", "-o", "addopts=", "-p", "no:cacheprovider", "tests",
+           "--ignore=tests/test_notebook_browser.py"]
 else:
-    cmd = [sys.executable, "-m", "pytest", "-q", "--color=no", "-o", "addopts=", "-p", "no:cacheprovider", "../tests/test_network.py",
+    cmd = [sys.executable, "-m", "pytest", "-q", "--color=no", "-o", "addopts=", "-p", "no:cacheprovider", "tests/test_network.py",
            "-k", "test_forward_pass or test_hidden_state_propagation or test_action_masking or test_get_action "
                  "or test_evaluate_actions", "-x"]
-proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd="..")  # from the repository root
 summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-500:]
 print(" ".join(cmd[3:]))
 print(summary)
@@ -345,7 +347,7 @@ checks.append(Check("All existing tests pass", proc.returncode == 0, f"`pytest {
 # %%
 order = ["Network accepts `blueprint_indices` parameter", "BlueprintEmbedding integrated into forward pass",
          "Op-conditioned value head implemented (`_compute_value()` helper)",
-         "Wrapper (`bundle.py`) passes `blueprint_indices` to network",
+         "Wrapper (`agent.py`) passes `blueprint_indices` to network",
          "Rollout collection passes `blueprint_indices_batch` to policy",
          "Bootstrap extracts and passes `post_blueprint_indices`", "Rollout buffer stores `blueprint_indices`",
          "PPO update retrieves `blueprint_indices` from buffer", "All existing tests pass",
@@ -360,7 +362,7 @@ assert not failed, failed
 # ## Recap
 #
 # - All eleven success criteria of the addendum are checked by code against the real lab: signatures, the
-#   embedding's gradient, the critic's input, the wrapper's pass-through, the three call sites in the trainer and
+#   embedding's gradient, the critic's input, the wrapper's pass-through, the three call sites in the rollout and
 #   the update, the buffer schema, the tests and a short training run.
 # - Recording calls (`spy_on`) checks the call sites themselves: the indices the policy received at every rollout
 #   step are the ones the buffer stored; the bootstrap received the post-action indices and the carried hidden

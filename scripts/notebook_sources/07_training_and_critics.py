@@ -9,7 +9,8 @@
 # - what the critic says each op is worth on fixed probe states, and how that evolves;
 # - the three critic modes on one budget, `q_op` (Phase 4's Q(s, op) baseline), `v` (an op-independent V(s), Q as a
 #   detached auxiliary: what Esper chose later) and `q_marginal` (Σ π(op|s) Q(s, op)), and Esper's later lesson
-#   (esper_facts 5c: op-head gradient starvation, `q_spread` collapse) checked against what this lab measures.
+#   (op-head gradient starvation and `q_spread` collapse under Q(s, op), which Esper commits 636bc3a and 6a27b8e
+#   answered) checked against what this lab measures.
 #
 # **Modules explained:** [esper_lab/rl/trainer.py](../esper_lab/rl/trainer.py) (`Trainer`),
 # [esper_lab/runs.py](../esper_lab/runs.py) (the run directory, `RunReader`),
@@ -45,16 +46,20 @@ print("notebook size:", SIZE)
 #
 # Same preset, same seed, same number of updates; only `policy.critic` differs. Each run writes its own run
 # directory (`config.json`, `status.json`, `metrics.jsonl`, `events.jsonl`, `snapshots/`, `checkpoint.pt`) under
-# `runs/notebook07-<size>/` at the repository root (`runs/` is git-ignored).
+# `notebook07-<size>/` in `$ESPER_LAB_RUNS` when it is set (`esper_lab.runs.runs_root()`; `make test` points it at
+# a temporary directory), else in the repository's `runs/` (git-ignored), where the dashboard lists them.
 
 # %%
 from esper_lab.config import CRITIC_MODES, preset
 from esper_lab.rl.trainer import Trainer
+from esper_lab.runs import runs_root
 
 PRESET = by_size(SIZE, ci="tiny", full="demo")
 UPDATES = by_size(SIZE, ci=2, full=20)
 SNAPSHOT_EVERY = by_size(SIZE, ci=1, full=2)
-RUNS = Path("..").resolve() / "runs" / f"notebook07-{SIZE}"
+# this notebook runs in notebooks/, where runs_root()'s default ("./runs") would be notebooks/runs: without
+# $ESPER_LAB_RUNS, use the repository's runs/ instead
+RUNS = (runs_root() if os.environ.get("ESPER_LAB_RUNS") else Path("..") / "runs").resolve() / f"notebook07-{SIZE}"
 
 seconds = {}
 for critic in CRITIC_MODES:
@@ -118,7 +123,8 @@ print(json.dumps(baselines, indent=1)[:1500])
 # Every `SNAPSHOT_EVERY` updates the trainer saves the 14 × 4 embedding table (13 blueprints + the null row of an
 # empty slot). Projecting all snapshots onto the same two principal axes shows where each blueprint's vector goes.
 # Only rows that appear in the data get gradient: the 7 CNN blueprints (after a seed of that kind is germinated)
-# and NULL; NOOP and the transformer blueprints are never legal in this world and stay where they started (grey).
+# and NULL; NOOP and the transformer-only blueprints are never legal in this world and stay where they started
+# (grey).
 
 # %%
 from esper_lab.actions import CNN_BLUEPRINTS
@@ -156,8 +162,8 @@ probe_values(latest["q_op"], "Q(s, op) on the probe states, critic q_op")
 probe_values(latest["v"], "Q(s, op) on the probe states, critic v (Q is a detached auxiliary)")
 
 # %% [markdown]
-# How the spread between ops on one probe state evolves over training, per critic: the `q_spread` signal of
-# esper_facts 5c, on fixed states instead of the rollout's.
+# How the spread between ops on one probe state evolves over training, per critic: the `q_spread` signal Esper
+# watched (its collapse to 0 led to commit 636bc3a), on fixed states instead of the rollout's.
 
 # %%
 from nb_helpers import series_figure
@@ -207,13 +213,13 @@ for critic, recs in runs.items():
 # %% [markdown]
 # ## 7. Esper's later lesson, tested here
 #
-# esper_facts 5c records why Esper demoted the Phase 4 critic: an action-dependent baseline Q(s, op_taken)
-# cancels part of the op's own value out of the op's own advantage, so the **op head's gradient is biased and
-# starved**; with a WAIT-heavy op mix the critic fits mostly WAIT returns and **`q_spread` collapses** towards 0
-# (all ops valued alike; Esper's alarm thresholds were 0.01 for `q_spread` and 0.1 for `q_variance`); explained
-# variance stayed near 0. The fix, `v`, restored the op-head gradient (late-alive fraction 0.05 → 0.89). The design
-# note also conceded that Q, fitted to the same state-return target, converges to V, so `q_spread` measures only
-# residual fitting noise.
+# Esper demoted the Phase 4 critic in two steps. With a WAIT-heavy op mix the critic fitted mostly WAIT returns and
+# **`q_spread` collapsed** to 0 (all ops valued alike; Esper's alarm thresholds were 0.01 for `q_spread` and 0.1
+# for `q_variance`) while explained variance stayed near 0: commit 636bc3a deepened the critic after Q-spread fell
+# to 0. And an action-dependent baseline Q(s, op_taken) cancels part of the op's own value out of the op's own
+# advantage, so the **op head's gradient is biased and starved**: commit 6a27b8e replaced Q(s, op) with an
+# op-independent V(s) (this lab's `v`), which restored the op-head gradient (late-alive fraction 0.05 → 0.89). Q,
+# fitted to the same state-return target, converges to V, so `q_spread` then measures only residual fitting noise.
 #
 # Three checkable predictions, computed from the runs above (the verdicts are generated, not written by hand):
 
@@ -230,13 +236,13 @@ grad_q, grad_v = tail_mean(q_op, "grad_norm_op"), tail_mean(v, "grad_norm_op")
 starved = grad_q < 0.5 * grad_v
 ev_q, ev_v = tail_mean(q_op, "explained_variance"), tail_mean(v, "explained_variance")
 findings = [
-    {"prediction (esper_facts 5c)": "q_spread collapses under the q_op baseline",
+    {"prediction (Esper 636bc3a, 6a27b8e)": "q_spread collapses under the q_op baseline",
      "measured": f"q_op q_spread {spread_first:.4f} (first quarter) → {spread_last:.4f} (last quarter)",
      "verdict": verdict(collapsed if enough else None)},
-    {"prediction (esper_facts 5c)": "the op head's gradient is starved under q_op relative to v",
+    {"prediction (Esper 636bc3a, 6a27b8e)": "the op head's gradient is starved under q_op relative to v",
      "measured": f"op-head grad norm, last quarter: q_op {grad_q:.4f} vs v {grad_v:.4f} (ratio {grad_q / grad_v:.2f})",
      "verdict": verdict(starved if enough else None)},
-    {"prediction (esper_facts 5c)": "an op-independent V(s) explains returns at least as well",
+    {"prediction (Esper 636bc3a, 6a27b8e)": "an op-independent V(s) explains returns at least as well",
      "measured": f"explained variance, last quarter: q_op {ev_q:.3f} vs v {ev_v:.3f}",
      "verdict": verdict((ev_v >= ev_q - 0.05) if enough else None)},
 ]
@@ -258,8 +264,8 @@ display(Markdown(markdown_table(findings)))
 # - Each update logs return, accuracy, losses, KL, explained variance, per-head entropy and gradient norms,
 #   `q_spread` / `q_variance` and the op mix; snapshots hold the embedding table and per-op values on probe states.
 # - The embedding moves only for blueprints the policy actually uses (and the null row); never-legal rows stay put.
-# - The three critic modes train on the same budget; the table and the generated verdicts put Esper's 5c lesson
-#   against this lab's own numbers.
+# - The three critic modes train on the same budget; the table and the generated verdicts put Esper's lesson
+#   (Q(s, op) starves the op head and its spread collapses; V(s) instead) against this lab's own numbers.
 #
 # This is the last notebook. The dashboard (`make run`) shows the same run directories live; the README lists the
 # commands for longer runs.
