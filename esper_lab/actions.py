@@ -319,7 +319,9 @@ def head_masks(masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def check_op_slot_masks(masks: dict[str, torch.Tensor], step: int) -> None:
     """Raise ValueError naming the world, the op and the step where an op is legal but its conditional slot mask
     allows no slot (impossible for masks built by `compute_action_masks`; a world that reports one is broken).
-    `masks["op"] [E, NUM_OPS]`, `masks[OP_SLOT_KEY] [E, NUM_OPS, S]`."""
+    `masks["op"] [E, NUM_OPS]`, `masks[OP_SLOT_KEY] [E, NUM_OPS, S]`; masks without the table pass unchecked."""
+    if OP_SLOT_KEY not in masks:
+        return
     bad = masks["op"] & ~masks[OP_SLOT_KEY].any(-1)  # [E, NUM_OPS]
     if bool(bad.any()):
         world, op = bad.nonzero()[0].tolist()

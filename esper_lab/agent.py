@@ -198,8 +198,7 @@ class AgentPolicy:
         if self.hidden is None:
             self.reset(len(reports))
         self.step += 1
-        if OP_SLOT_KEY in masks:
-            check_op_slot_masks(masks, self.step)
+        check_op_slot_masks(masks, self.step)
         _, result = self.agent.act(reports, masks, self.hidden, self.deterministic)
         self.hidden = result.hidden
         return result.joint_actions  # [E, 8]

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
-from esper_lab.actions import HEAD_INDEX, NUM_OPS, OP_SLOT_KEY, LifecycleOp, check_op_slot_masks
+from esper_lab.actions import HEAD_INDEX, NUM_OPS, LifecycleOp, check_op_slot_masks
 from esper_lab.agent import Agent
 from esper_lab.policy.normalize import RewardNormalizer
 from esper_lab.rl.buffer import RolloutBuffer
@@ -79,8 +79,7 @@ def collect(agent: Agent, envs: Any, buffer: RolloutBuffer, reward_norm: RewardN
     for epoch in range(1, buffer.max_steps + 1):
         t0 = time.perf_counter()
         masks = envs.masks()  # {head: [E, k]}, OP_SLOT_KEY: [E, 6, S]
-        if OP_SLOT_KEY in masks:
-            check_op_slot_masks(masks, epoch)
+        check_op_slot_masks(masks, epoch)
         seen, step = agent.act(reports, masks, hidden)  # obs [E, D], joint_actions [E, 8]
         t1 = time.perf_counter()
         reports, rewards, terminated, truncated, infos = envs.step(step.joint_actions)
