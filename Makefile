@@ -22,10 +22,10 @@ run: $(STAMP)
 	$(BIN)/esper-lab dashboard --train demo
 
 test: $(STAMP)
-	ESPER_LAB_NB_SIZE=ci $(BIN)/python -m pytest -q
+	ESPER_LAB_NB_SIZE=ci GLIBC_TUNABLES=$$($(BIN)/python -m esper_lab.malloc) $(BIN)/python -m pytest -q
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 notebooks/
+	GLIBC_TUNABLES=$$($(BIN)/python -m esper_lab.malloc) $(BIN)/jupyter lab --no-browser --ip 127.0.0.1 notebooks/
 
 clean:
 	rm -rf $(VENV) *.egg-info

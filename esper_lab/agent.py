@@ -9,7 +9,9 @@ state" is written once, in `act`:
                                              GetActionResult(joint_actions [E, 8], joint_log_probs [E, 8], value [E],
                                                              op_values [E, 6], hidden)
     end of rollout: bootstrap(post-action reports, masks, carried hidden) -> value [E]   (deterministic get_action)
-    PPO update:     evaluate_actions(obs [B, T, D], bp [B, T, S], actions [B, T, 8], masks, hidden0) -> EvaluateOutput
+    PPO update:     evaluate_relevant(obs [B, T, D], bp [B, T, S], actions [B, T, 8], relevant [B, T, 8], valid,
+                                      executed op, masks, hidden0) -> RelevantEvaluation (flat over valid steps)
+                    (evaluate_actions: the same numbers on every step and head, for inspection and notebooks)
 
 The normaliser is frozen while the agent acts: the trainer calls `obs_norm.update` once per rollout, just before
 the update, so the normalised observation the buffer stores is exactly what the policy saw.
@@ -29,6 +31,7 @@ from esper_lab.config import MASK_MODES, PolicyConfig, TrainConfig, WorldConfig
 from esper_lab.features import OBS_DIM, batch_obs_to_features
 from esper_lab.policy.network import EvaluateOutput, FactoredRecurrentActorCritic, ForwardOutput, GetActionResult, Hidden
 from esper_lab.policy.normalize import RunningMeanStd
+from esper_lab.policy.relevant import RelevantEvaluation, evaluate_relevant
 from esper_lab.runs import load_checkpoint, restoring
 
 Masks = Mapping[str, torch.Tensor] | None
@@ -134,6 +137,14 @@ class Agent:
         """PPO pass over stored sequences; `actions` is the joint `[B, T, 8]` or `{head: [B, T]}`, `masks` the ones
         each head was sampled under; the value is conditioned on `value_op` (default the stored op)."""
         return self.network.evaluate_actions(features, blueprint_indices, actions, hidden, masks, value_op)
+
+    def evaluate_relevant(self, features: torch.Tensor, blueprint_indices: torch.Tensor, actions: torch.Tensor,
+                          relevant: torch.Tensor, valid: torch.Tensor, value_op: torch.Tensor, masks: Masks = None,
+                          hidden: Hidden | None = None) -> RelevantEvaluation:
+        """The PPO update's pass (`policy/relevant.py`): each head only on the valid steps where it mattered
+        (`relevant [B, T, 8]`), the critic on valid steps, conditioned on `value_op [B, T]`; flat `[N]` outputs."""
+        return evaluate_relevant(self.network, features, blueprint_indices, actions, relevant, valid, value_op,
+                                 masks, hidden)
 
     def get_value(self, features: torch.Tensor, blueprint_indices: torch.Tensor, hidden: Hidden | None,
                   op: torch.Tensor, masks: Masks = None) -> torch.Tensor:

@@ -108,7 +108,9 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--parts", type=_checked(cmp.parse_parts), default=cmp.PARTS,
                    help="A: rollout inference, B: update time, C: the same world (default: A,B,C)")
     g.add_argument("--repeats", type=_checked(cmp.positive_int), default=7,
-                   help="timed repeats per cell in A and B, median and IQR reported (default: 7)")
+                   help="timed repeats per cell and process in A and B, median and IQR reported (default: 7)")
+    g.add_argument("--rounds", type=_checked(cmp.positive_int), default=1,
+                   help="A, B: fresh processes per side and malloc setting, samples pooled (default: 1)")
     g.add_argument("--budget-minutes", type=_checked(cmp.positive_float), default=5.0,
                    help="C: training wall-clock budget per run and side (default: 5)")
     g.add_argument("--seeds", type=_checked(cmp.parse_seeds), default=(0, 1, 2),
@@ -305,7 +307,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from esper_lab.bench.compare import report
 
         return report.main(report.CompareConfig(
-            parts=args.parts, threads=args.threads, repeats=args.repeats, budget_minutes=args.budget_minutes,
+            parts=args.parts, threads=args.threads, repeats=args.repeats, rounds=args.rounds,
+            budget_minutes=args.budget_minutes,
             seeds=args.seeds, episodes=args.episodes, preset=name, json_path=args.json or report.DEFAULT_JSON,
             lstm_hidden=args.lstm_hidden))
     torch.set_num_threads(args.threads)
@@ -321,7 +324,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from esper_lab.bench.train import bench_train
 
         figures = bench_train(preset(name), updates=args.updates)
-    figures = {"what": args.what, "preset": name, "threads": args.threads, **figures}
+    from esper_lab.malloc import malloc_setting
+
+    figures = {"what": args.what, "preset": name, "threads": args.threads, "malloc": malloc_setting(), **figures}
     width = max(len(k) for k in figures)
     for key, value in figures.items():
         print(f"{key:<{width}}  {_figure(value)}")
@@ -358,10 +363,11 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "dashboard": cmd_dashb
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; a failure ends in one line on stderr, `esper-lab <cmd>: error: ...`, and exit code 2 for
     bad input or 1 for a runtime failure (`--debug`: the traceback instead)."""
-    args = build_parser().parse_args(argv)
-    from esper_lab.malloc import tune_malloc
+    if argv is None:  # run as a program: restart once under the malloc thresholds (esper_lab/malloc.py)
+        from esper_lab.malloc import reexec_with_tuned_malloc
 
-    tune_malloc()  # before torch allocates anything big: esper_lab/malloc.py
+        reexec_with_tuned_malloc()
+    args = build_parser().parse_args(argv)
 
     try:
         return COMMANDS[args.command](args)

@@ -9,7 +9,8 @@ import torch
 from esper_lab.actions import HEAD_INDEX, HEAD_NAMES, NUM_HEADS, NUM_OPS, LifecycleOp, head_sizes, unpack_heads
 from esper_lab.agent import Agent
 from esper_lab.config import PPOConfig
-from esper_lab.policy.network import EvaluateOutput, FactoredRecurrentActorCritic
+from esper_lab.policy.network import FactoredRecurrentActorCritic
+from esper_lab.policy.relevant import RelevantEvaluation
 from esper_lab.policy.normalize import RunningMeanStd
 from esper_lab.rl.advantages import compute_gae
 from esper_lab.rl.buffer import RolloutBuffer
@@ -32,7 +33,10 @@ def _network(critic: str = "q_op", seed: int = 0) -> FactoredRecurrentActorCriti
 
 def _updater(network, cfg: PPOConfig, gamma: float = 0.995) -> PPOUpdater:
     """PPO on `network` (the real one or a stand-in), through an Agent as the trainer does."""
-    return PPOUpdater(Agent(network, RunningMeanStd(D)), cfg, gamma)
+    agent = Agent(network, RunningMeanStd(D))
+    if isinstance(network, _FixedNetwork):
+        agent.evaluate_relevant = network.evaluate_relevant
+    return PPOUpdater(agent, cfg, gamma)
 
 
 def _random_masks(generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -192,7 +196,8 @@ def test_update_lowers_the_loss_on_a_fixed_batch():
 
 
 class _FixedNetwork(torch.nn.Module):
-    """evaluate_actions returns stored log-probs + `shift` (op head only), value `value`, entropy `entropy`."""
+    """A stand-in whose pass over stored steps returns the stored log-probs + `shift` (op head only), value
+    `value` and entropy `entropy` at every step where a head mattered (`evaluate_relevant`'s flat layout)."""
 
     def __init__(self, shift: float, value: float, entropy: float):
         super().__init__()
@@ -200,13 +205,17 @@ class _FixedNetwork(torch.nn.Module):
         self.shift, self.value, self.entropy = shift, value, entropy
         self.stored: dict[str, torch.Tensor] = {}
 
-    def evaluate_actions(self, state, blueprint_indices, actions, hidden=None, masks=None, value_op=None):
-        B, T_ = state.shape[:2]
+    def evaluate_relevant(self, state, blueprint_indices, actions, relevant, valid, value_op, masks=None,
+                          hidden=None) -> RelevantEvaluation:
         zero = self.bias * 0  # a graph, so backward runs
-        log_probs = {h: self.stored[h][: B] + zero + (self.shift if h == "op" else 0.0) for h in HEAD_NAMES}
-        entropy = {h: torch.full((B, T_), self.entropy) + zero for h in HEAD_NAMES}
-        value = torch.full((B, T_), self.value) + self.bias
-        return EvaluateOutput(log_probs, value, entropy, hidden, value.detach())
+        B = state.shape[0]
+        rel = relevant[valid]  # [N, 8]
+        stored = torch.stack([self.stored[h][:B] for h in HEAD_NAMES], -1)[valid]  # [N, 8]
+        shift = torch.tensor([self.shift if h == "op" else 0.0 for h in HEAD_NAMES])
+        log_probs = torch.where(rel, stored + shift + zero, 0.0)
+        entropy = torch.where(rel, torch.full_like(stored, self.entropy) + zero, 0.0)
+        value = torch.full((int(valid.sum()),), self.value) + self.bias
+        return RelevantEvaluation(rel, log_probs, entropy, value, None)
 
 
 def _wait_only_batch(num_envs: int = 1, steps: int = 2):

@@ -6,7 +6,6 @@ from typing import Any
 
 from esper_lab.bench.timing import summarize
 from esper_lab.config import TrainConfig
-from esper_lab.malloc import malloc_setting
 
 
 def bench_train(cfg: TrainConfig, updates: int = 3) -> dict[str, Any]:
@@ -27,7 +26,6 @@ def bench_train(cfg: TrainConfig, updates: int = 3) -> dict[str, Any]:
     total = med("rollout_seconds") + med("update_seconds")
     return {
         "backend": cfg.backend,
-        "malloc": malloc_setting(),
         "num_envs": cfg.num_envs,
         "episode_length": cfg.world.max_epochs,
         "steps_per_update": cfg.num_envs * cfg.world.max_epochs,

@@ -48,7 +48,7 @@ from esper_lab.policy.distributions import MaskedCategorical
 
 
 @contextmanager
-def _onednn(enabled: bool) -> Iterator[None]:
+def onednn(enabled: bool) -> Iterator[None]:
     """oneDNN on or off for the block (torch's own `backends.mkldnn.flags` also flips TF32 flags and warns)."""
     previous = torch._C._get_mkldnn_enabled()
     torch._C._set_mkldnn_enabled(enabled)
@@ -59,9 +59,9 @@ def _onednn(enabled: bool) -> Iterator[None]:
 
 
 def _use_onednn(x: torch.Tensor) -> bool:
-    """Whether the LSTM call on `x [B, T, F]` should use oneDNN. oneDNN's fused kernel wins on sequences (the PPO
-    update: 123 vs 219 ms per 1k samples fwd+bwd on this project's 2-core Xeon), but a single no-grad step pays ~3 ms
-    of primitive setup that the native kernel does not (3.8 vs 1.0 ms at batch 8, H 512). docs/performance.md."""
+    """Whether the LSTM call on `x [B, T, F]` should use oneDNN: for sequences and anything with a graph (the PPO
+    update, where oneDNN's fused kernel wins), not for a single no-grad step, where torch's native kernel is faster
+    even with malloc tuned at process start (docs/performance.md, "Inference")."""
     return x.shape[1] > 1 or torch.is_grad_enabled()
 
 Hidden = tuple[torch.Tensor, torch.Tensor]
@@ -251,7 +251,7 @@ class FactoredRecurrentActorCritic(nn.Module):
         emb = self.blueprint_embedding(blueprint_indices)  # [B, T, S, 4]
         x = torch.cat([state, emb.flatten(-2)], dim=-1)  # [B, T, D + 4S]
         x = self.feature_net(x)  # [B, T, F]
-        with _onednn(_use_onednn(x)):
+        with onednn(_use_onednn(x)):
             out, hidden = self.lstm(x, self.initial_hidden(B) if hidden is None else hidden)  # [B, T, H]
         return self.lstm_ln(out), hidden  # [B, T, H]
 
@@ -279,8 +279,11 @@ class FactoredRecurrentActorCritic(nn.Module):
         op_probs: torch.Tensor,
         op_values: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The PPO baseline for `op` in this critic mode: `[..., H]`, `[...]`, `[..., 6]` -> `[...]`."""
+        """The PPO baseline for `op` in this critic mode: `[..., H]`, `[...]`, `[..., 6]` -> `[...]`. Given
+        `op_values` (Q for every op, already computed), critic "q_op" reads Q(s, op) from them: no second pass."""
         if self.critic == "q_op":
+            if op_values is not None:
+                return op_values.gather(-1, op.unsqueeze(-1)).squeeze(-1)  # [...]
             return self._compute_value(lstm_out, op)
         if self.critic == "v":
             return self.state_value_head(lstm_out).squeeze(-1)  # [...]

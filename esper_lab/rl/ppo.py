@@ -41,10 +41,10 @@ from collections import defaultdict
 import torch
 import torch.nn as nn
 
-from esper_lab.actions import HEAD_INDEX, HEAD_NAMES, causal_masks
+from esper_lab.actions import HEAD_INDEX, HEAD_NAMES, HEAD_RELEVANCE_TABLE
 from esper_lab.agent import Agent
 from esper_lab.config import PPOConfig
-from esper_lab.rl.advantages import compute_gae, per_head_advantages
+from esper_lab.rl.advantages import compute_gae
 from esper_lab.rl.buffer import RolloutBatch, RolloutBuffer
 from esper_lab.runs import PPO_METRIC_KEYS
 
@@ -68,6 +68,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of `x` over the True entries of `mask` (same shape); 0 when the mask is empty."""
     mask = mask.to(x.dtype)
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def relevance(executed_ops: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """`[E, T, 8]` bool: head h mattered at a step (`actions.HEAD_RELEVANCE` of the executed op) and the step is
+    valid. `executed_ops [E, T]` int64, `valid [E, T]` bool."""
+    return HEAD_RELEVANCE_TABLE.to(executed_ops.device)[executed_ops] & valid.unsqueeze(-1)
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
@@ -111,14 +117,6 @@ def head_parameters(network: nn.Module) -> dict[str, list[nn.Parameter]]:
     return out
 
 
-def _grad_norm(params: list[nn.Parameter]) -> float:
-    """L2 norm of the gradients of `params`; NaN when there are none (no parameter, or no gradient reached them)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return float("nan")
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
-
-
 class PPOUpdater:
     """Owns the Adam optimizer (eps 1e-5) and runs PPO updates on `RolloutBatch`es.
 
@@ -133,7 +131,11 @@ class PPOUpdater:
         self.cfg, self.gamma = cfg, float(gamma)
         self.critic = getattr(self.network, "critic", "q_op")
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=cfg.lr, eps=ADAM_EPS, fused=True)
-        self.head_params = head_parameters(self.network)
+        self.entropy_coef = torch.tensor([ENTROPY_COEF_PER_HEAD[h] for h in HEAD_NAMES])  # [8]
+        self.params = list(self.network.parameters())
+        position = {id(p): i for i, p in enumerate(self.params)}
+        self.head_param_index = {head: torch.tensor([position[id(p)] for p in params], dtype=torch.long)
+                                 for head, params in head_parameters(self.network).items()}
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict()}
@@ -179,11 +181,13 @@ class PPOUpdater:
         sums: dict[str, float] = defaultdict(float)  # running sums of per-minibatch metrics
         counts: dict[str, float] = defaultdict(float)
         epochs_completed, optimizer_steps, early_stopped, ratio_first = 0, 0, False, float("nan")
+        relevant = relevance(batch.executed_ops, valid)  # [E, T, 8], once per update
         for epoch in range(cfg.epochs):
             order = torch.randperm(batch.num_envs, device=valid.device)
             for index, rows in enumerate(order.tensor_split(cfg.minibatches)):  # whole env rows
                 mb = batch.rows(rows)
-                losses, stats, ratio_dev = self._minibatch_losses(mb, advantages[rows], returns[rows])
+                losses, stats, ratio_dev = self._minibatch_losses(mb, advantages[rows], returns[rows],
+                                                                  relevant[rows])
                 if epoch == 0 and index == 0:
                     ratio_first = ratio_dev  # nothing has changed yet: must be ~0
                 for key, (total, count) in stats.items():
@@ -219,81 +223,94 @@ class PPOUpdater:
         return {key: metrics[key] for key in PPO_METRIC_KEYS}
 
     def _step(self, loss: torch.Tensor, losses: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Backward, gradient norms (per head, then the pre-clip total), global clip, Adam step.
+        """Backward, gradient norms (per head and the pre-clip total, from one fused pass), global clip, Adam step.
 
-        Returns `{grad_norm_<head>: float (NaN if the head has no gradient), grad_norm_total: float}`.
+        A parameter the loss did not reach this step (a head no step of the minibatch used) gets a zero gradient,
+        exactly what it got when every head ran on every step: Adam's moments decay and its step count advances
+        the same way. The clip is `clip_grad_norm_`'s: total = ||(||g_i||)_i||, every gradient times
+        min(1, max_norm / (total + 1e-6)).
+
+        Returns `{grad_norm_<head>: float (NaN if the head has no parameters), grad_norm_total: float}`.
         """
         if not torch.isfinite(loss):
             parts = {k: float(v.detach()) for k, v in losses.items()}
             raise FloatingPointError(f"PPOUpdater: non-finite loss {float(loss.detach())} from {parts}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norms = {f"grad_norm_{head}": _grad_norm(self.head_params[head]) for head in HEAD_NAMES}
-        norms["grad_norm_total"] = float(nn.utils.clip_grad_norm_(self.network.parameters(), self.cfg.max_grad_norm))
+        for p in self.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in self.params]
+        norms = torch.stack(torch._foreach_norm(grads))  # [P] one norm per parameter tensor
+        total = torch.linalg.vector_norm(norms)
+        heads = [torch.linalg.vector_norm(norms[i]) if len(i) else total.new_tensor(math.nan)
+                 for i in self.head_param_index.values()]
+        torch._foreach_mul_(grads, (self.cfg.max_grad_norm / (total + 1e-6)).clamp(max=1.0))
         self.optimizer.step()
-        return norms
+        values = torch.stack([*heads, total]).tolist()
+        return dict(zip([*(f"grad_norm_{h}" for h in HEAD_NAMES), "grad_norm_total"], values))
 
     def _minibatch_losses(
-        self, mb: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor
+        self, mb: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor, relevant: torch.Tensor | None = None
     ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[float, float]], float]:
         """Re-run a minibatch of env rows and build the loss terms.
 
         Args:
             mb: `e` env rows, fields `[e, T, ...]`.
             advantages: `[e, T]`, already normalised; returns: `[e, T]`.
+            relevant: `[e, T, 8]` bool, `relevance(mb.executed_ops, mb.valid)` (computed here when None).
         Returns:
             losses: policy_loss, value_loss, entropy_loss, q_aux_loss (graph attached) and approx_kl (detached).
             stats: `{name: (sum, count)}` for entropy_<head> and clip_fraction.
-            ratio_dev: max |ratio - 1| over every head and valid step (0 before any step: the stored data is exact).
+            ratio_dev: max |ratio - 1| over every (head, step) where the head mattered (0 before any step: the
+                stored data is exact).
         """
         cfg = self.cfg
-        op = mb.executed_ops  # [e, T]: the op that ran (the requested one unless it could not execute)
-        out = self.agent.evaluate_actions(
-            mb.obs, mb.blueprint_indices, mb.actions, masks=mb.masks, hidden=mb.initial_hidden, value_op=op
-        )  # log_probs / entropy: {head: [e, T]}, value: [e, T] for the executed op
         valid = mb.valid  # [e, T]
-        relevant = {h: m & valid for h, m in causal_masks(op).items()}  # {head: [e, T] bool}
-        head_adv = per_head_advantages(advantages, op)  # {head: [e, T]}
-
-        policy_loss = advantages.new_zeros(())
-        entropy_loss = advantages.new_zeros(())
-        kl_sum, kl_count = 0.0, 0.0
-        stats: dict[str, tuple[float, float]] = {}
-        clipped, clip_count, ratio_max_dev = 0.0, 0.0, 0.0
-        for head in HEAD_NAMES:
-            mask = relevant[head]  # [e, T]
-            stored = mb.log_probs[..., HEAD_INDEX[head]]  # [e, T]
-            log_ratio = (out.log_probs[head] - stored).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-            ratio = log_ratio.exp()  # [e, T]
-            surrogate = torch.min(ratio * head_adv[head],
-                                  ratio.clamp(1 - cfg.clip_ratio, 1 + cfg.clip_ratio) * head_adv[head])
-            policy_loss = policy_loss - masked_mean(surrogate, mask)
-            entropy_loss = entropy_loss - ENTROPY_COEF_PER_HEAD[head] * masked_mean(out.entropy[head], mask)
-            with torch.no_grad():
-                n = float(mask.sum())
-                kl_sum += float((((ratio - 1) - log_ratio) * mask).sum())  # (r - 1) - log r >= 0
-                kl_count += n
-                clipped += float((((ratio - 1).abs() > cfg.clip_ratio) & mask).sum())
-                clip_count += n
-                stats[f"entropy_{head}"] = (float((out.entropy[head] * mask).sum()), n)
-                if valid.any():
-                    ratio_max_dev = max(ratio_max_dev, float((ratio - 1).abs()[valid].max()))
-        stats["clip_fraction"] = (clipped, clip_count)
+        if relevant is None:
+            relevant = relevance(mb.executed_ops, valid)
+        out = self.agent.evaluate_relevant(mb.obs, mb.blueprint_indices, mb.actions, relevant, valid,
+                                           mb.executed_ops, masks=mb.masks, hidden=mb.initial_hidden)
+        adv = advantages[valid].unsqueeze(-1)  # [N, 1]
+        rel = out.relevant  # [N, 8]
+        weight = rel.to(adv.dtype)
+        count = weight.sum(0)  # [8] steps where each head mattered
+        log_ratio = torch.where(rel, out.log_probs - mb.log_probs[valid], 0.0).clamp(-LOG_RATIO_CLAMP,
+                                                                                    LOG_RATIO_CLAMP)  # [N, 8]
+        ratio = log_ratio.exp()
+        surrogate = torch.min(ratio * adv, ratio.clamp(1 - cfg.clip_ratio, 1 + cfg.clip_ratio) * adv)  # [N, 8]
+        per_step = count.clamp_min(1.0)  # a head that mattered nowhere adds 0, as masked_mean does
+        policy_loss = -((surrogate * weight).sum(0) / per_step).sum()
+        entropy_sums = (out.entropy * weight).sum(0)  # [8]
+        entropy_loss = -(self.entropy_coef * entropy_sums / per_step).sum()
+        with torch.no_grad():
+            deviation = (ratio - 1).abs()  # 0 where the head did not matter
+            table = torch.stack([
+                (((ratio - 1) - log_ratio) * weight).sum(),  # KL: (r - 1) - log r >= 0, pooled over (head, step)
+                ((deviation > cfg.clip_ratio) & rel).sum().to(adv.dtype),
+                count.sum(),
+                deviation.max() if deviation.numel() else adv.new_zeros(()),
+            ]).tolist()
+        entropy_list, count_list = entropy_sums.detach().tolist(), count.tolist()
+        stats = {f"entropy_{head}": (entropy_list[i], count_list[i]) for i, head in enumerate(HEAD_NAMES)}
+        kl_sum, clipped, steps, ratio_max_dev = table
+        stats["clip_fraction"] = (clipped, steps)
         # Weighting each head's mean KL by its causal fraction (weights summing to 1) is the pooled mean.
-        approx_kl = torch.tensor(kl_sum / kl_count if kl_count > 0 else 0.0)
+        approx_kl = torch.tensor(kl_sum / steps if steps > 0 else 0.0)
+        zero = adv.new_zeros(())
 
-        value = out.value  # [e, T]
+        value, old_value, target = out.value, mb.values[valid], returns[valid]  # [N] each
         if cfg.clip_value:
-            value_clipped = mb.values + (value - mb.values).clamp(-cfg.value_clip, cfg.value_clip)
-            value_error = torch.max((value - returns).pow(2), (value_clipped - returns).pow(2))
+            value_clipped = old_value + (value - old_value).clamp(-cfg.value_clip, cfg.value_clip)
+            value_error = torch.max((value - target).pow(2), (value_clipped - target).pow(2))
         else:
-            value_error = (value - returns).pow(2)
-        value_loss = 0.5 * masked_mean(value_error, valid)
+            value_error = (value - target).pow(2)
+        value_loss = 0.5 * value_error.mean() if value.numel() else zero
 
-        q_aux_loss = advantages.new_zeros(())
-        if self.critic == "v":
+        q_aux_loss = zero
+        if out.q_value is not None and value.numel():
             # Q(s, executed op) on DETACHED trunk features: this loss moves the Q head only (as in Esper commit 6a27b8e).
-            q_aux_loss = 0.5 * masked_mean((out.q_value - returns).pow(2), valid)
+            q_aux_loss = 0.5 * (out.q_value - target).pow(2).mean()
 
         losses = dict(policy_loss=policy_loss, value_loss=value_loss, entropy_loss=entropy_loss,
                       q_aux_loss=q_aux_loss, approx_kl=approx_kl)

@@ -25,7 +25,6 @@ from esper_lab.env.backends import close_vector_env, make_vector_env
 from esper_lab.env.morpho_env import SUMMARY_KEY
 from esper_lab.evaluate import evaluate_policies
 from esper_lab.features import OBS_DIM
-from esper_lab.malloc import tune_malloc
 from esper_lab.policy.baselines import BASELINES
 from esper_lab.policy.normalize import RewardNormalizer
 from esper_lab.rl import probes
@@ -52,7 +51,6 @@ class Trainer:
                  overwrite: bool = False):
         """`run_dir`: written by a `RunWriter`, which owns it (its lock) until `run` ends or `close`; `resume`
         continues its checkpoint, `overwrite` restarts a run there from scratch (runs.RunWriter says what is refused)."""
-        tune_malloc()  # esper_lab/malloc.py: oneDNN's per-call buffers stay in the heap
         torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
         self.cfg = cfg

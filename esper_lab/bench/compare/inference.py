@@ -25,6 +25,8 @@ import torch
 from esper_lab.actions import DEFAULT_NUM_SLOTS
 from esper_lab.agent import Agent
 from esper_lab.bench.synthetic import all_legal_masks, random_inputs
+from esper_lab.bench.floor import bare_step
+from esper_lab.bench.processes import best_setting, cell, pooled_by_setting
 from esper_lab.bench.timing import Log, measure, quiet
 from esper_lab.config import PolicyConfig
 from esper_lab.env.host import param_count
@@ -77,6 +79,20 @@ def bench_ours(lstm_hidden: int, n: int, cfg: InferenceBenchConfig) -> tuple[dic
     return measure(run, repeats=cfg.repeats, warmup=cfg.warmup, scale=1e6 / cfg.steps), param_count(agent)
 
 
+def bench_floor(lstm_hidden: int, n: int, cfg: InferenceBenchConfig, use_onednn: bool) -> dict:
+    """Microseconds per `floor.bare_step` (feature net, one LSTM step through oneDNN or the native kernel, every
+    head's and the critic's matmuls; no masks, no sampling) with our network's sizes."""
+    torch.manual_seed(cfg.seed)
+    step = bare_step(Agent.from_config(PolicyConfig(lstm_hidden_dim=lstm_hidden), DEFAULT_NUM_SLOTS).network, n,
+                     use_onednn=use_onednn, seed=cfg.seed)
+
+    def run() -> None:
+        for _ in range(cfg.steps):
+            step()
+
+    return measure(run, repeats=cfg.repeats, warmup=cfg.warmup, scale=1e6 / cfg.steps)
+
+
 def bench_sb3(lstm_hidden: int, n: int, cfg: InferenceBenchConfig) -> tuple[dict, dict, int]:
     """(forward µs per step, predict µs per step, parameter count) for SB3's shared-LSTM policy."""
     from esper_lab.bench.compare.sb3_side import initial_states, make_toy_model
@@ -107,21 +123,51 @@ def bench_sb3(lstm_hidden: int, n: int, cfg: InferenceBenchConfig) -> tuple[dict
     return fwd, pred, param_count(policy)
 
 
-def run_inference(cfg: InferenceBenchConfig | None = None, log: Log = quiet) -> dict:
-    """Part A. Returns `{config, notes, rows}`; each row: `lstm_hidden`, `batch`, `ours_us`, `sb3_forward_us`,
-    `sb3_predict_us` (median / q1 / q3 / iqr / samples, µs per vectorised step), `ratio_forward`, `ratio_predict`
-    (SB3 median / ours median), `ours_params`, `sb3_params`."""
-    cfg = cfg or InferenceBenchConfig()
+def measure_side(side: str, cfg: InferenceBenchConfig, log: Log = quiet) -> list[dict]:
+    """Every (H, batch) cell of one side, in this process: ours `{lstm_hidden, batch, ours, floor_native,
+    floor_onednn, params}`; sb3 `{lstm_hidden, batch, sb3_forward, sb3_predict, params}` (µs summaries)."""
     rows = []
     for lstm_hidden in cfg.hidden_sizes:
         for n in cfg.batches:
-            log(f"A H={lstm_hidden} batch={n}: ours get_action")
-            ours, ours_params = bench_ours(lstm_hidden, n, cfg)
-            log(f"A H={lstm_hidden} batch={n}: sb3 forward / predict")
-            fwd, pred, sb3_params = bench_sb3(lstm_hidden, n, cfg)
-            rows.append(dict(
-                lstm_hidden=lstm_hidden, batch=n, ours_us=ours, sb3_forward_us=fwd, sb3_predict_us=pred,
-                ratio_forward=fwd["median"] / ours["median"], ratio_predict=pred["median"] / ours["median"],
-                ours_params=ours_params, sb3_params=sb3_params,
-            ))
+            log(f"A H={lstm_hidden} batch={n}: {side}")
+            if side == "ours":
+                ours, params = bench_ours(lstm_hidden, n, cfg)
+                rows.append(dict(lstm_hidden=lstm_hidden, batch=n, ours=ours, params=params,
+                                 floor_native=bench_floor(lstm_hidden, n, cfg, False),
+                                 floor_onednn=bench_floor(lstm_hidden, n, cfg, True)))
+            else:
+                fwd, pred, params = bench_sb3(lstm_hidden, n, cfg)
+                rows.append(dict(lstm_hidden=lstm_hidden, batch=n, sb3_forward=fwd, sb3_predict=pred, params=params))
+    return rows
+
+
+MEASURES = {"ours": ("ours", "floor_native", "floor_onednn"), "sb3": ("sb3_forward", "sb3_predict")}
+
+
+def combine(cfg: InferenceBenchConfig, measured: dict[str, dict[str, list[dict]]]) -> dict:
+    """Part A from `measured[side][setting]` = one `measure_side` result per fresh process. Each row: per
+    measure `{setting: summary}` (samples pooled over processes), `best` (the setting with the lower median, per
+    measure), the ratios at each side's best (`ratio_predict`, `ratio_forward`: SB3 / ours, > 1 means ours is
+    faster) and under glibc's defaults (`*_default`), and `floor_ratio` = ours / the faster floor kernel, both
+    from ours' best setting (the same processes)."""
+    rows = []
+    for H in cfg.hidden_sizes:
+        for n in cfg.batches:
+            row: dict = dict(lstm_hidden=H, batch=n)
+            for side, names in MEASURES.items():
+                for name in names:
+                    row[name] = pooled_by_setting(measured[side], name, lstm_hidden=H, batch=n)
+                row[f"{side}_params"] = cell(measured[side], lstm_hidden=H, batch=n)["params"]
+            row["best"] = {name: best_setting(row[name]) for names in MEASURES.values() for name in names}
+            ours = row["ours"][row["best"]["ours"]]["median"]
+            for name in ("predict", "forward"):
+                sb3 = row[f"sb3_{name}"]
+                row[f"ratio_{name}"] = sb3[row["best"][f"sb3_{name}"]]["median"] / ours
+                if "default" in sb3 and "default" in row["ours"]:
+                    row[f"ratio_{name}_default"] = sb3["default"]["median"] / row["ours"]["default"]["median"]
+            setting = row["best"]["ours"]
+            floors = {k: row[f"floor_{k}"][setting]["median"] for k in ("native", "onednn")}
+            row["floor_kernel"] = min(floors, key=floors.get)
+            row["floor_ratio"] = ours / floors[row["floor_kernel"]]
+            rows.append(row)
     return {"config": asdict(cfg), "notes": list(NOTES), "rows": rows}

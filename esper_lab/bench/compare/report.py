@@ -1,19 +1,20 @@
-"""`esper-lab bench compare`: run the selected parts in this one process, print the table, write the JSON.
+"""`esper-lab bench compare`: each side of each part in its own fresh process, the table, the JSON.
 
-    esper-lab bench compare [--parts A,B,C] [--threads 2] [--repeats 7] [--budget-minutes 5] [--seeds 0,1,2]
-                            [--episodes 20] [--preset demo] [--json results/bench_compare.json]
+    esper-lab bench compare [--parts A,B,C] [--threads 2] [--repeats 7] [--rounds 1] [--budget-minutes 5]
+                            [--seeds 0,1,2] [--episodes 20] [--preset demo] [--json results/bench_compare.json]
 
-Every part runs with `torch.set_num_threads(--threads)` on both sides; timings are medians of `--repeats` repeats
-after warm-up, with the IQR. The allocator is set once at the start with `esper_lab.malloc.tune_malloc()` (the call
-our Trainer makes; without it part C would switch glibc's thresholds mid-process), so every part and both sides run
-on the same malloc setting; `ESPER_LAB_MALLOC=default` keeps glibc's defaults. The JSON records the versions,
-`torch.get_num_threads()`, `malloc` ("tuned": thresholds raised by mallopt or by GLIBC_TUNABLES containing
-`mmap_threshold`; "default"; "unavailable") and the raw GLIBC_TUNABLES; it is rewritten after each part, so a later
-failure keeps the parts already measured.
+Parts A (inference) and B (update): for every round, every malloc setting (`tuned`: the thresholds in GLIBC_TUNABLES
+at process start; `default`: glibc's own) and every side (ours, SB3), one new process (`cell.py`) measures all of
+that side's cells, with `torch.set_num_threads(--threads)`: medians of `--repeats` repeats after warm-up, pooled over
+rounds. The order alternates between rounds. Each side is then compared at its own best setting (the lower median,
+measured, not assumed), and also with both under the defaults. The floor (the bare computation of our shapes:
+`bench/floor.py`) is measured in ours' processes. Part C: every training run is a fresh process too, under the
+setting part B found best for that side (`tuned` when B did not run).
 
-Targets (`TARGETS`): A, ours no slower than SB3's `policy.forward` at H=512, batch 8 (ratio >= 1.0); B, ours at least
-2x faster at L=32 (ratio >= 2.0); C, ours has the higher pooled evaluated return. A target whose row was not measured
-(another H, another L, a part not run) is "n/a".
+The JSON records the versions, this process's environment, every measuring process (side, setting, pid, malloc as
+that process saw it, seconds) and every summary; it is rewritten after each part, so a later failure keeps the parts
+already measured. Targets (`TARGETS`) are judged on the H = 512, batch 8 row (A), the L = 32 and 1024 rows (B) and
+the pooled return (C); a target whose row was not measured is "n/a".
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ class CompareConfig:
     threads: int = 2
     """torch.set_num_threads on both sides."""
     repeats: int = 7
-    """Timed repeats per cell in parts A and B (median and IQR reported)."""
+    """Timed repeats per cell and process in parts A and B (median and IQR reported)."""
+    rounds: int = 1
+    """Parts A and B: fresh processes per side and malloc setting (samples pooled; order alternates)."""
     budget_minutes: float = 5.0
     """Part C: training wall-clock budget per run and side."""
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -113,7 +116,7 @@ def validate(cfg: CompareConfig) -> CompareConfig:
         raise ConfigError("seeds: at least one seed is needed for part C")
     if not cfg.budget_minutes > 0:
         raise ConfigError(f"budget_minutes must be greater than 0, got {cfg.budget_minutes}")
-    for name in ("threads", "repeats", "episodes"):
+    for name in ("threads", "repeats", "rounds", "episodes"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.preset not in PRESETS:
@@ -122,67 +125,111 @@ def validate(cfg: CompareConfig) -> CompareConfig:
 
 
 def environment() -> dict[str, Any]:
-    """Versions, threads, malloc mode and machine of this process."""
+    """Versions, threads, malloc and machine of this (orchestrating) process; each measuring process reports its
+    own (`parts[X]["processes"]`)."""
     import numpy
     import torch
 
     from esper_lab.bench.compare.sb3_side import versions
-    from esper_lab.malloc import ENV_VAR, malloc_setting
+    from esper_lab.bench.processes import available_settings
+    from esper_lab.malloc import ENV_VAR, GLIBC_VAR, TUNABLES, malloc_setting
 
     return {"python": platform.python_version(), "torch": torch.__version__, **versions(), "numpy": numpy.__version__,
             "torch_num_threads": torch.get_num_threads(), "malloc": malloc_setting(),
-            "glibc_tunables": os.environ.get("GLIBC_TUNABLES"), ENV_VAR.lower(): os.environ.get(ENV_VAR),
-            "cpu_count": os.cpu_count(),
+            "glibc_tunables": os.environ.get(GLIBC_VAR), ENV_VAR.lower(): os.environ.get(ENV_VAR),
+            "settings": list(available_settings()), "tuned_means": TUNABLES, "cpu_count": os.cpu_count(),
             "machine": platform.machine(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 # --- running ----------------------------------------------------------------------------------------------------
 
 
-def run_part(part: str, cfg: CompareConfig, log: Log) -> dict[str, Any]:
-    """One part's results dict (see the part's module)."""
-    if part == "A":
-        from esper_lab.bench.compare.inference import InferenceBenchConfig, run_inference
+CELL_MODULE = "esper_lab.bench.compare.cell"
+SIDES = ("ours", "sb3")
 
-        sizes = (cfg.lstm_hidden,) if cfg.lstm_hidden else InferenceBenchConfig.hidden_sizes
-        return run_inference(InferenceBenchConfig(hidden_sizes=sizes, repeats=cfg.repeats), log)
-    if part == "B":
-        from esper_lab.bench.compare.update import UpdateBenchConfig, run_update
 
-        hidden = cfg.lstm_hidden or UpdateBenchConfig.lstm_hidden_dim
-        return run_update(UpdateBenchConfig(lstm_hidden_dim=hidden, repeats=cfg.repeats), log)
+def measure_sides(part: str, config: dict[str, Any], cfg: CompareConfig, log: Log) -> dict[str, dict[str, list]]:
+    """`measured[side][setting]`: one fresh process per round, setting and side; the order alternates by round."""
+    from esper_lab.bench.processes import available_settings, run_fresh
+
+    settings = available_settings()
+    measured: dict[str, dict[str, list]] = {side: {s: [] for s in settings} for side in SIDES}
+    for r in range(cfg.rounds):
+        flip = r % 2 == 1
+        for setting in (settings[::-1] if flip else settings):
+            for side in (SIDES[::-1] if flip else SIDES):
+                spec = {"part": part, "side": side, "threads": cfg.threads, "config": config}
+                measured[side][setting].append(run_fresh(CELL_MODULE, spec, setting, log))
+    return measured
+
+
+def run_part(part: str, cfg: CompareConfig, log: Log, parts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One part's results dict (see the part's module), measured in fresh processes; `parts` holds the parts
+    already measured (part C takes each side's malloc setting from part B)."""
+    from esper_lab.bench.processes import processes
+
+    if part in ("A", "B"):
+        if part == "A":
+            from esper_lab.bench.compare.inference import InferenceBenchConfig as Config, combine
+
+            sizes = (cfg.lstm_hidden,) if cfg.lstm_hidden else Config.hidden_sizes
+            config = Config(hidden_sizes=sizes, repeats=cfg.repeats)
+        else:
+            from esper_lab.bench.compare.update import UpdateBenchConfig as Config, combine
+
+            config = Config(lstm_hidden_dim=cfg.lstm_hidden or Config.lstm_hidden_dim, repeats=cfg.repeats)
+        measured = measure_sides(part, asdict(config), cfg, log)
+        return {**combine(config, measured), "processes": processes(measured)}
     if part == "C":
         from esper_lab.bench.compare.same_world import SameWorldConfig, run_same_world
 
-        return run_same_world(SameWorldConfig(preset=cfg.preset, budget_minutes=cfg.budget_minutes, seeds=cfg.seeds,
-                                              episodes=cfg.episodes, threads=cfg.threads,
-                                              overrides=dict(cfg.world_overrides)), log)
+        settings = side_settings((parts or {}).get("B"))
+        config = SameWorldConfig(preset=cfg.preset, budget_minutes=cfg.budget_minutes, seeds=cfg.seeds,
+                                 episodes=cfg.episodes, threads=cfg.threads, overrides=dict(cfg.world_overrides))
+        seen: list[dict] = []
+
+        def fresh_side(c: SameWorldConfig, side: str, seed: int, log: Log) -> dict[str, Any]:
+            from esper_lab.bench.processes import run_fresh
+
+            spec = {"part": "C", "side": side, "threads": cfg.threads, "config": {**asdict(c), "seed": seed}}
+            result = run_fresh(CELL_MODULE, spec, settings[side], log)
+            seen.append({"side": side, "setting": settings[side], "seed": seed, **result["process"]})
+            return result["rows"][0][side]
+
+        return {**run_same_world(config, log, fresh_side), "processes": seen}
     raise ConfigError(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
 
 
+def side_settings(part_b: dict[str, Any] | None) -> dict[str, str]:
+    """Part C's malloc setting per side: the one part B found best at L = 32 (or its first row), else 'tuned'
+    ('default' where glibc is not the C library)."""
+    from esper_lab.bench.processes import available_settings
+
+    fallback = available_settings()[0]
+    if not part_b or not part_b.get("rows"):
+        return {side: fallback for side in SIDES}
+    row = _find(part_b["rows"], episode_length=32) or part_b["rows"][0]
+    return {side: row["best"][side] for side in SIDES}
+
+
 def run_compare(cfg: CompareConfig, log: Log | None = None, on_part: Callable[[dict], None] | None = None) -> dict:
-    """Run `cfg.parts` in order with `cfg.threads` torch threads; `on_part(results)` after each part; progress
-    lines go to `log` (default: stderr).
+    """Run `cfg.parts` in order; `on_part(results)` after each part; progress lines go to `log` (default: stderr).
 
     Returns `{environment, config, parts: {A, B, C}, targets}`."""
     import torch
 
     from esper_lab.bench.compare.sb3_side import require_sb3
-    from esper_lab.malloc import tune_malloc
 
     log = log or Progress("compare")
     validate(cfg)
     require_sb3()
-    tune_malloc()
     torch.set_num_threads(cfg.threads)
     config = {**asdict(cfg), "json_path": None if cfg.json_path is None else str(cfg.json_path)}
     results: dict[str, Any] = {"environment": environment(), "config": config, "parts": {}, "targets": []}
     for part in cfg.parts:
         log(f"part {part}: start")
-        results["parts"][part] = run_part(part, cfg, log)
-        torch.set_num_threads(cfg.threads)  # whatever a part did, the next one starts like this one
+        results["parts"][part] = run_part(part, cfg, log, results["parts"])
         results["targets"] = judge(results["parts"])
-        results["environment"]["torch_num_threads"] = torch.get_num_threads()
         if on_part is not None:
             on_part(results)
     return results
@@ -196,15 +243,28 @@ class Target:
     part: str
     name: str
     threshold: float
-    """PASS when value >= threshold (A, B: a ratio) or value > threshold (C: a return difference)."""
-    strict: bool = False
+    op: str
+    """'>=', '<=' or '>': PASS when `value op threshold`."""
+    row: tuple[tuple[str, Any], ...]
+    """The row (key, value pairs) of the part the value is read from; empty for part C's pooled figure."""
+    key: str
+    """The field of that row (or of the part, for C)."""
 
 
 TARGETS = (
-    Target("A", "ours no slower than SB3 forward (H=512, batch 8): sb3/ours", 1.0),
-    Target("B", "ours >= 2x faster update (L=32, H=512): sb3/ours", 2.0),
-    Target("C", "higher evaluated return: ours - sb3 (pooled)", 0.0, strict=True),
+    Target("A", "get_action no slower than SB3 predict (H=512, batch 8): sb3 predict / ours", 1.0, ">=",
+           (("lstm_hidden", 512), ("batch", 8)), "ratio_predict"),
+    Target("A", "get_action within 1.3x the bare step (H=512, batch 8): ours / floor", 1.3, "<=",
+           (("lstm_hidden", 512), ("batch", 8)), "floor_ratio"),
+    Target("B", "update at most 1.5x the bare trunk (L=32): ours / bare", 1.5, "<=", (("episode_length", 32),),
+           "bare_ratio"),
+    Target("B", "update at most 1.5x the bare trunk (L=1024): ours / bare", 1.5, "<=", (("episode_length", 1024),),
+           "bare_ratio"),
+    Target("B", "update >= 2x faster than RecurrentPPO (L=32): sb3 / ours", 2.0, ">=", (("episode_length", 32),),
+           "ratio"),
+    Target("C", "higher evaluated return: ours - sb3 (pooled)", 0.0, ">", (), "return_diff"),
 )
+OPS = {">=": lambda v, t: v >= t, "<=": lambda v, t: v <= t, ">": lambda v, t: v > t}
 
 
 def _find(rows: list[dict], **keys: Any) -> dict | None:
@@ -216,35 +276,34 @@ def target_value(target: Target, parts: dict[str, Any]) -> float | None:
     part = parts.get(target.part)
     if part is None:
         return None
-    if target.part == "A":
-        row = _find(part["rows"], lstm_hidden=512, batch=8)
-        return None if row is None else row["ratio_forward"]
-    if target.part == "B":
-        row = _find(part["rows"], episode_length=32)
-        return None if row is None or part["config"]["lstm_hidden_dim"] != 512 else row["ratio"]
-    return part["return_diff"]
+    if not target.row:
+        return part.get(target.key)
+    if target.part == "B" and part["config"]["lstm_hidden_dim"] != 512:
+        return None
+    row = _find(part["rows"], **dict(target.row))
+    return None if row is None else row.get(target.key)
 
 
 def judge(parts: dict[str, Any]) -> list[dict[str, Any]]:
-    """`[{part, target, value, threshold, status}]` with status PASS, MISS or n/a, one per TARGETS entry."""
+    """`[{part, target, value, threshold, op, status}]` with status PASS, MISS or n/a, one per TARGETS entry."""
     out = []
     for t in TARGETS:
         value = target_value(t, parts)
-        if value is None:
-            status = "n/a"
-        else:
-            status = "PASS" if (value > t.threshold if t.strict else value >= t.threshold) else "MISS"
-        out.append(dict(part=t.part, target=t.name, value=value, threshold=t.threshold, status=status))
+        status = "n/a" if value is None else "PASS" if OPS[t.op](value, t.threshold) else "MISS"
+        out.append(dict(part=t.part, target=t.name, value=value, threshold=t.threshold, op=t.op, status=status))
     return out
 
 
 # --- output -----------------------------------------------------------------------------------------------------
 
-COLUMNS = (("part", 4), ("measurement", 36), ("ours", 20), ("sb3", 20), ("ratio", 8), ("target", 7), ("result", 6))
+COLUMNS = (("part", 4), ("measurement", 38), ("ours", 20), ("sb3", 20), ("floor", 16), ("ratio", 7),
+           ("target", 6), ("result", 6))
 
 
-def _stat(s: dict[str, Any], digits: int = 0) -> str:
-    return f"{s['median']:.{digits}f} (iqr {s['iqr']:.{digits}f})"
+def _stat(s: dict[str, Any] | None, digits: int = 0, setting: str = "") -> str:
+    if s is None:
+        return "-"
+    return f"{s['median']:.{digits}f} ±{s['iqr']:.{digits}f}" + (f" {setting}" if setting else "")
 
 
 def _line(*cells: Any) -> str:
@@ -253,40 +312,60 @@ def _line(*cells: Any) -> str:
     return " ".join(f"{str(c):<{w}}" if i < 2 else f"{str(c):>{w}}" for i, (c, w) in enumerate(zip(cells, widths)))
 
 
-def _verdict(results: dict, part: str) -> tuple[str, str]:
-    for v in results.get("targets", []):
-        if v["part"] == part and v["status"] != "n/a":
-            return (f">{v['threshold']:g}" if part == "C" else f">={v['threshold']:g}"), v["status"]
+def _verdict(results: dict, part: str, key: str, row: dict) -> tuple[str, str]:
+    for t, v in zip(TARGETS, results.get("targets", [])):
+        if t.part == part and t.key == key and all(row.get(k) == x for k, x in t.row) and v["status"] != "n/a":
+            return f"{t.op}{t.threshold:g}", v["status"]
     return "", ""
+
+
+def _best(row: dict, name: str, digits: int = 0) -> str:
+    setting = row["best"][name]
+    return _stat(row[name][setting], digits, setting)
 
 
 def _rows_a(a: dict, results: dict) -> list[str]:
     lines = []
     for r in a["rows"]:
-        key = f"H={r['lstm_hidden']} batch {r['batch']} us/step"
-        target, status = _verdict(results, "A") if (r["lstm_hidden"], r["batch"]) == (512, 8) else ("", "")
-        lines.append(_line("A", f"{key} forward", _stat(r["ours_us"]), _stat(r["sb3_forward_us"]),
-                           f"{r['ratio_forward']:.2f}x", target, status))
-        lines.append(_line("A", f"{key} predict", "", _stat(r["sb3_predict_us"]), f"{r['ratio_predict']:.2f}x", "", ""))
+        key = f"H={r['lstm_hidden']} b{r['batch']} µs"
+        ours_setting = r["best"]["ours"]
+        floor = _stat(r[f"floor_{r['floor_kernel']}"][ours_setting], 0, r["floor_kernel"])
+        lines.append(_line("A", f"{key} predict, best", _best(r, "ours"), _best(r, "sb3_predict"), floor,
+                           f"{r['ratio_predict']:.2f}x", *_verdict(results, "A", "ratio_predict", r)))
+        lines.append(_line("A", f"{key} forward, best", "", _best(r, "sb3_forward"), "",
+                           f"{r['ratio_forward']:.2f}x", "", ""))
+        if "ratio_predict_default" in r:
+            lines.append(_line("A", f"{key} predict, both default", _stat(r["ours"].get("default")),
+                               _stat(r["sb3_predict"].get("default")), _stat(r[f"floor_{r['floor_kernel']}"].get("default")),
+                               f"{r['ratio_predict_default']:.2f}x", "", ""))
+        other = "onednn" if r["floor_kernel"] == "native" else "native"
+        lines.append(_line("A", f"{key} ours / floor (2nd kernel)", "", "", _stat(r[f"floor_{other}"][ours_setting], 0, other),
+                           f"{r['floor_ratio']:.2f}x", *_verdict(results, "A", "floor_ratio", r)))
     for H in dict.fromkeys(r["lstm_hidden"] for r in a["rows"]):
         r = _find(a["rows"], lstm_hidden=H)
-        lines.append(_line("A", f"H={H} parameters", f"{r['ours_params']:,}", f"{r['sb3_params']:,}", "", "", ""))
+        lines.append(_line("A", f"H={H} parameters", f"{r['ours_params']:,}", f"{r['sb3_params']:,}", "", "", "", ""))
     return lines
 
 
 def _rows_b(b: dict, results: dict) -> list[str]:
     lines = []
     for r in b["rows"]:
-        L, ours, sb3 = r["episode_length"], r["ours"], r["sb3"]
-        target, status = _verdict(results, "B") if L == 32 else ("", "")
-        lines.append(_line("B", f"L={L} ms per 1k samples per epoch", _stat(ours["ms_per_1k_epoch"], 1),
-                           _stat(sb3["ms_per_1k_epoch"], 1), f"{r['ratio']:.2f}x", target, status))
-        calls = [f"{side['lstm_calls']} ({side['padded_samples']})" for side in (ours, sb3)]
-        lines.append(_line("B", f"L={L} LSTM calls (padded samples)", *calls, "", "", ""))
+        L = r["episode_length"]
+        bare = _stat(r["bare"][r["best"]["ours"]], 1, r["best"]["ours"])
+        lines.append(_line("B", f"L={L} ms/1k samples/epoch, best", _best(r, "ours", 1), _best(r, "sb3", 1), bare,
+                           f"{r['ratio']:.2f}x", *_verdict(results, "B", "ratio", r)))
+        if "ratio_default" in r:
+            lines.append(_line("B", f"L={L} both default", _stat(r["ours"].get("default"), 1),
+                               _stat(r["sb3"].get("default"), 1), _stat(r["bare"].get("default"), 1),
+                               f"{r['ratio_default']:.2f}x", "", ""))
+        lines.append(_line("B", f"L={L} ours / bare", "", "", "", f"{r['bare_ratio']:.2f}x",
+                           *_verdict(results, "B", "bare_ratio", r)))
+        calls = [f"{r[f'{side}_counts']['lstm_calls']} ({r[f'{side}_counts']['padded_samples']})" for side in SIDES]
+        lines.append(_line("B", f"L={L} LSTM calls (padded samples)", *calls, "", "", "", ""))
     if b["rows"]:
         r = b["rows"][0]
-        lines.append(_line("B", f"H={b['config']['lstm_hidden_dim']} parameters", f"{r['ours']['params']:,}",
-                           f"{r['sb3']['params']:,}", "", "", ""))
+        lines.append(_line("B", f"H={b['config']['lstm_hidden_dim']} parameters", f"{r['ours_counts']['params']:,}",
+                           f"{r['sb3_counts']['params']:,}", "", "", "", ""))
     return lines
 
 
@@ -296,35 +375,44 @@ def _rows_c(c: dict, results: dict) -> list[str]:
         o, s, seed = run["ours"], run["sb3"], run["seed"]
         oe, se = o["eval"], s["eval"]
         lines.append(_line("C", f"seed {seed} return", f"{oe['return_mean']:.2f} ± {oe['return_std']:.2f}",
-                           f"{se['return_mean']:.2f} ± {se['return_std']:.2f}",
+                           f"{se['return_mean']:.2f} ± {se['return_std']:.2f}", "",
                            f"{oe['return_mean'] - se['return_mean']:+.2f}", "", ""))
         lines.append(_line("C", f"seed {seed} final val acc %", f"{oe['final_val_acc_mean']:.1f}",
-                           f"{se['final_val_acc_mean']:.1f}",
+                           f"{se['final_val_acc_mean']:.1f}", "",
                            f"{oe['final_val_acc_mean'] - se['final_val_acc_mean']:+.1f}", "", ""))
         lines.append(_line("C", f"seed {seed} SPS (updates)", f"{o['sps']:.1f} ({o['updates']})",
-                           f"{s['sps']:.1f} ({s['updates']})", f"{o['sps'] / s['sps']:.2f}x", "", ""))
+                           f"{s['sps']:.1f} ({s['updates']})", "", f"{o['sps'] / s['sps']:.2f}x", "", ""))
     p = c["pooled"]
-    target, status = _verdict(results, "C")
     lines.append(_line("C", "pooled return", f"{p['ours']['return_mean']:.2f} ± {p['ours']['return_std']:.2f}",
-                       f"{p['sb3']['return_mean']:.2f} ± {p['sb3']['return_std']:.2f}", f"{c['return_diff']:+.2f}",
-                       target, status))
+                       f"{p['sb3']['return_mean']:.2f} ± {p['sb3']['return_std']:.2f}", "", f"{c['return_diff']:+.2f}",
+                       *_verdict(results, "C", "return_diff", {})))
     lines.append(_line("C", "pooled final val acc %", f"{p['ours']['final_val_acc_mean']:.1f}",
-                       f"{p['sb3']['final_val_acc_mean']:.1f}",
+                       f"{p['sb3']['final_val_acc_mean']:.1f}", "",
                        f"{p['ours']['final_val_acc_mean'] - p['sb3']['final_val_acc_mean']:+.1f}", "", ""))
-    lines.append(_line("C", "pooled SPS", f"{p['ours']['sps']:.1f}", f"{p['sb3']['sps']:.1f}", f"{c['sps_ratio']:.2f}x",
-                       "", ""))
+    lines.append(_line("C", "pooled SPS", f"{p['ours']['sps']:.1f}", f"{p['sb3']['sps']:.1f}", "",
+                       f"{c['sps_ratio']:.2f}x", "", ""))
     return lines
 
 
+def _process_line(part: str, data: dict) -> str:
+    """Which processes measured the part: side/setting (malloc the process saw), pid, seconds."""
+    items = [f"{p['side']}/{p['setting']}" + ("" if p["malloc"] == p["setting"] else f" (saw {p['malloc']}!)")
+             + f" pid {p['pid']} {p['seconds']:.0f}s" for p in data.get("processes", [])]
+    return f"part {part}: {len(items)} fresh processes: " + ", ".join(items)
+
+
 def format_table(results: dict[str, Any]) -> str:
-    """The fixed-width report: a header (versions, threads, malloc), one block per part, the targets."""
+    """The fixed-width report: a header (versions, threads, malloc, processes), one block per part, the targets."""
     env, cfg = results["environment"], results["config"]
     header = _line(*(name for name, _ in COLUMNS))
     lines = [
         f"esper-lab bench compare: torch {env['torch']}, sb3-contrib {env['sb3_contrib']}, stable-baselines3 "
         f"{env['stable_baselines3']}, python {env['python']}",
-        f"threads {cfg['threads']} (torch.get_num_threads() = {env['torch_num_threads']}), malloc {env['malloc']}, "
-        f"repeats {cfg['repeats']} (median, iqr); ratio = sb3 / ours (> 1: ours faster); C ratio column = ours - sb3",
+        f"threads {cfg['threads']} on both sides; repeats {cfg['repeats']} x rounds {cfg.get('rounds', 1)} "
+        f"(median ±iqr); every side in its own fresh process per malloc setting: tuned = GLIBC_TUNABLES "
+        f"{env.get('tuned_means', '')} at start, default = glibc's own; 'best' = each side at its own faster setting",
+        "ratio = sb3 / ours (> 1: ours faster); 'ours / floor|bare' = ours over the bare computation of our shapes in "
+        "ours' process; C ratio column = ours - sb3",
     ]
     if cfg["repeats"] < MIN_REPEATS:
         lines.append(f"note: fewer than {MIN_REPEATS} repeats: a smoke run, not a measurement")
@@ -333,10 +421,12 @@ def format_table(results: dict[str, Any]) -> str:
     for part, data in results["parts"].items():
         lines += builders[part](data, results)
     lines.append("-" * len(header))
+    for part, data in results["parts"].items():
+        lines.append(_process_line(part, data))
     for v in results["targets"]:
         value = ("not measured" if v["value"] is None
                  else f"{v['value']:+.2f}" if v["part"] == "C" else f"{v['value']:.2f}x")
-        lines.append(f"target {v['part']}: {v['target']:<62} {value:>12}  {v['status']}")
+        lines.append(f"target {v['part']}: {v['target']:<72} {value:>12}  {v['status']}")
     return "\n".join(lines)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -137,9 +137,17 @@ def pooled(runs: list[dict[str, Any]]) -> dict[str, float]:
                 updates_mean=statistics.fmean(r["updates"] for r in runs), episodes=len(returns))
 
 
-def run_same_world(cfg: SameWorldConfig | None = None, log: Log = quiet) -> dict[str, Any]:
-    """Part C. Returns `{config, hyperparameters, differences, runs, pooled, return_diff, sps_ratio}`; runs hold
-    per seed `{seed, order, ours, sb3}`; return_diff = ours - sb3 pooled mean return, sps_ratio = ours / sb3."""
+def in_this_process(cfg: SameWorldConfig, side: str, seed: int, log: Log = quiet) -> dict[str, Any]:
+    """One side's run in this process (`run_ours` or `run_sb3`)."""
+    return (run_ours if side == "ours" else run_sb3)(cfg, seed, log)
+
+
+def run_same_world(cfg: SameWorldConfig | None = None, log: Log = quiet,
+                   run_side: Callable[..., dict[str, Any]] = in_this_process) -> dict[str, Any]:
+    """Part C. `run_side(cfg, side, seed, log)` runs one side's training and evaluation (`bench compare` passes one
+    that starts a fresh process each time). Returns `{config, hyperparameters, differences, runs, pooled,
+    return_diff, sps_ratio}`; runs hold per seed `{seed, order, ours, sb3}`; return_diff = ours - sb3 pooled mean
+    return, sps_ratio = ours / sb3."""
     from esper_lab.bench.compare.sb3_side import world_hyperparameters, world_vec_env
 
     cfg = cfg or SameWorldConfig()
@@ -150,7 +158,7 @@ def run_same_world(cfg: SameWorldConfig | None = None, log: Log = quiet) -> dict
         result: dict[str, Any] = {"seed": seed, "order": list(order)}
         for side in order:
             log(f"C seed {seed} {'esper_lab' if side == 'ours' else 'sb3'}: training for {cfg.budget_minutes:g} min")
-            result[side] = (run_ours if side == "ours" else run_sb3)(cfg, seed, log)
+            result[side] = run_side(cfg, side, seed, log)
         runs.append(result)
     pools = {side: pooled([r[side] for r in runs]) for side in ("ours", "sb3")}
     ours_hp = dict(num_envs=first.num_envs, max_epochs=first.world.max_epochs, host=first.world.host,

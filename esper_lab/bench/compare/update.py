@@ -31,6 +31,8 @@ import torch.nn as nn
 from esper_lab.actions import DEFAULT_NUM_SLOTS
 from esper_lab.agent import Agent
 from esper_lab.bench.synthetic import all_legal_masks, synthetic_update
+from esper_lab.bench.floor import bare_update
+from esper_lab.bench.processes import best_setting, cell, pooled_by_setting
 from esper_lab.bench.timing import Log, measure, quiet
 from esper_lab.config import ConfigError, PolicyConfig, PPOConfig
 from esper_lab.env.host import param_count
@@ -136,10 +138,20 @@ def bench_sb3(episode_length: int, cfg: UpdateBenchConfig) -> dict:
                 starts_in_buffer=int(model.rollout_buffer.episode_starts.sum()), params=param_count(model.policy))
 
 
-def run_update(cfg: UpdateBenchConfig | None = None, log: Log = quiet) -> dict:
-    """Part B. Returns `{config, notes, rows}`; each row: `episode_length`, `ours`, `sb3` (see `bench_ours` /
-    `bench_sb3`) and `ratio` = SB3 median / ours median."""
-    cfg = cfg or UpdateBenchConfig()
+def bench_bare(episode_length: int, cfg: UpdateBenchConfig) -> dict:
+    """The bare trunk (`floor.bare_update`: Linear + LayerNorm + LSTM(H) fwd + bwd + fused Adam) in our layout at
+    episode length L, ms per 1k samples per epoch."""
+    E, T, _ = our_layout(episode_length, cfg.samples, cfg.envs)
+    torch.manual_seed(cfg.seed)
+    network = Agent.from_config(PolicyConfig(lstm_hidden_dim=cfg.lstm_hidden_dim), DEFAULT_NUM_SLOTS).network
+    update = bare_update(network, E, T, epochs=cfg.epochs, minibatches=cfg.minibatches, seed=cfg.seed)
+    update()  # warm-up
+    return measure(update, repeats=cfg.repeats, warmup=0, scale=ms_per_1k_per_epoch(1.0, cfg))
+
+
+def measure_side(side: str, cfg: UpdateBenchConfig, log: Log = quiet) -> list[dict]:
+    """Every episode length of one side, in this process: ours `{episode_length, ours, bare}` (`bench_ours` /
+    `bench_bare`), sb3 `{episode_length, sb3}` (`bench_sb3`)."""
     if cfg.samples % cfg.minibatches:
         raise ConfigError(f"samples ({cfg.samples}) must be a multiple of minibatches ({cfg.minibatches})")
     rows = []
@@ -147,18 +159,50 @@ def run_update(cfg: UpdateBenchConfig | None = None, log: Log = quiet) -> dict:
         E, T, _ = our_layout(L, cfg.samples, cfg.envs)
         if E % cfg.minibatches:
             raise ConfigError(f"L={L}: our {E} rows do not split into {cfg.minibatches} minibatches")
-        log(f"B L={L} H={cfg.lstm_hidden_dim}: ours ({E} rows x {T} steps), {cfg.repeats} updates")
-        ours = bench_ours(L, cfg)
-        log(f"B L={L} H={cfg.lstm_hidden_dim}: sb3 learn({2 * cfg.samples}) then {cfg.repeats} x train()")
-        sb3 = bench_sb3(L, cfg)
-        rows.append(dict(episode_length=L, ours=ours, sb3=sb3,
-                         ratio=sb3["ms_per_1k_epoch"]["median"] / ours["ms_per_1k_epoch"]["median"]))
+        if side == "ours":
+            log(f"B L={L} H={cfg.lstm_hidden_dim}: ours ({E} rows x {T} steps) and the bare trunk, {cfg.repeats} each")
+            rows.append(dict(episode_length=L, ours=bench_ours(L, cfg), bare=bench_bare(L, cfg)))
+        else:
+            log(f"B L={L} H={cfg.lstm_hidden_dim}: sb3 learn({2 * cfg.samples}) then {cfg.repeats} x train()")
+            rows.append(dict(episode_length=L, sb3=bench_sb3(L, cfg)))
+    return rows
+
+
+def _timings(measured: dict[str, list[dict]], name: str, L: int) -> dict[str, dict]:
+    """`{setting: summary}` of ms_per_1k_epoch (ours, sb3) or the bare summary, pooled over processes."""
+    flat = {setting: [{"rows": [{"episode_length": row["episode_length"],
+                                 name: row[name]["ms_per_1k_epoch"] if name != "bare" else row[name]}
+                                for row in result["rows"]]} for result in results]
+            for setting, results in measured.items()}
+    return pooled_by_setting(flat, name, episode_length=L)
+
+
+def combine(cfg: UpdateBenchConfig, measured: dict[str, dict[str, list[dict]]]) -> dict:
+    """Part B from `measured[side][setting]`. Each row: `ours`, `bare`, `sb3` as `{setting: summary}` (ms per 1k
+    samples per epoch, pooled over processes), `best` per measure, `ratio` = SB3 / ours at each side's best
+    (> 1: ours faster), `ratio_default` under glibc's defaults, `bare_ratio` = ours / bare at ours' best setting
+    (the same processes), and the LSTM counts and parameters of each side."""
+    rows = []
+    for L in cfg.episode_lengths:
+        row: dict = dict(episode_length=L, ours=_timings(measured["ours"], "ours", L),
+                         bare=_timings(measured["ours"], "bare", L), sb3=_timings(measured["sb3"], "sb3", L))
+        row["best"] = {name: best_setting(row[name]) for name in ("ours", "bare", "sb3")}
+        ours_best = row["ours"][row["best"]["ours"]]["median"]
+        row["ratio"] = row["sb3"][row["best"]["sb3"]]["median"] / ours_best
+        if "default" in row["sb3"] and "default" in row["ours"]:
+            row["ratio_default"] = row["sb3"]["default"]["median"] / row["ours"]["default"]["median"]
+        row["bare_ratio"] = ours_best / row["bare"][row["best"]["ours"]]["median"]
+        for side in ("ours", "sb3"):
+            facts = cell(measured[side], episode_length=L)[side]
+            row[f"{side}_counts"] = {k: v for k, v in facts.items() if k != "ms_per_1k_epoch"}
+        rows.append(row)
     notes = [
         f"{cfg.samples} samples per update, {cfg.epochs} epochs x {cfg.minibatches} minibatches of "
         f"{cfg.samples // cfg.minibatches} samples on both sides; ratio = sb3 / ours (> 1: ours faster)",
         "ours: the real Phase 4 network (feature_dim 512, LSTM, LayerNorm, 8 heads, Q(s, op)), PPOConfig(epochs, "
         "minibatches, target_kl=None); rows are whole episodes (or chunks of longer ones) re-run from a stored "
         "initial hidden state in one LSTM call per minibatch",
+        "bare: Linear + LayerNorm + ReLU + LSTM(H) + LayerNorm, fwd + bwd + fused Adam, in our layout, in ours' process",
         "sb3: shared_lstm=True, enable_critic_lstm=False, net_arch pi=[256] vf=[256]; buffer from learn(2 * samples)",
         "with shared_lstm=True SB3 feeds the critic latent_pi.detach(): its value loss never trains the LSTM; our one "
         "LSTM is trained by both the policy and the value loss",
