@@ -109,8 +109,8 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
                    help="A: rollout inference, B: update time, C: the same world (default: A,B,C)")
     g.add_argument("--repeats", type=_checked(cmp.positive_int), default=7,
                    help="timed repeats per cell and process in A and B, median and IQR reported (default: 7)")
-    g.add_argument("--rounds", type=_checked(cmp.positive_int), default=1,
-                   help="A, B: fresh processes per side and malloc setting, samples pooled (default: 1)")
+    g.add_argument("--rounds", type=_checked(cmp.positive_int), default=cmp.CompareConfig.rounds,
+                   help="A, B: fresh processes per side and malloc setting, samples pooled (default: 2)")
     g.add_argument("--budget-minutes", type=_checked(cmp.positive_float), default=5.0,
                    help="C: training wall-clock budget per run and side (default: 5)")
     g.add_argument("--seeds", type=_checked(cmp.parse_seeds), default=(0, 1, 2),

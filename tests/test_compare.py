@@ -418,7 +418,7 @@ def test_cli_parses_compare_options():
     argv = ["bench", "compare", "--parts", "b,a", "--seeds", "3,4", "--budget-minutes", "0.5"]
     args = build_parser().parse_args(argv)
     assert (args.what, args.parts, args.seeds, args.budget_minutes) == ("compare", ("B", "A"), (3, 4), 0.5)
-    assert (args.repeats, args.rounds, args.threads, args.episodes, args.json) == (7, 1, 2, 20, None)
+    assert (args.repeats, args.rounds, args.threads, args.episodes, args.json) == (7, 2, 2, 20, None)
 
 
 def test_config_validation_names_the_bad_setting():

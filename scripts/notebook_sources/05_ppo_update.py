@@ -3,8 +3,9 @@
 #
 # **What you will learn**
 #
-# - how the update re-runs each stored episode through `evaluate_actions` **with the stored joint action and the
-#   stored blueprint indices**, and why the first pass must reproduce the rollout exactly (every ratio equal to 1);
+# - how the update re-runs each stored episode **with the stored joint action and the stored blueprint indices**
+#   (`evaluate_actions`, and the update's own `evaluate_relevant`), and why the first pass must reproduce the
+#   rollout exactly (every ratio equal to 1);
 # - what breaks that check: indices the policy never saw, or an observation the policy never saw;
 # - per-head advantages from the one head-relevance table: a head is credited only on the steps where it mattered
 #   for the op the world executed;
@@ -92,6 +93,25 @@ assert max_dev < 1e-4
 assert torch.allclose(out.value, batch.values, atol=1e-5)
 q_executed_op = batch.op_values.gather(-1, batch.executed_ops.unsqueeze(-1)).squeeze(-1)
 assert torch.allclose(out.value, q_executed_op, atol=1e-5)  # critic q_op: value = Q(s, the executed op)
+
+# %% [markdown]
+# `evaluate_actions` runs every head on every step, which is what a reader wants to look at. The update itself calls
+# `agent.evaluate_relevant` ([esper_lab/policy/relevant.py](../esper_lab/policy/relevant.py)): the same trunk pass,
+# then each head only on the steps where it mattered for the executed op (in a rollout of mostly WAIT, the
+# 3-layer blueprint head runs on the few GERMINATE steps, not on all of them), flattened over the valid steps. Where
+# a head mattered, its numbers are the ones above.
+
+# %%
+from esper_lab.rl.ppo import relevance
+
+relevant = relevance(batch.executed_ops, batch.valid)  # [E, T, 8]
+fast = agent.evaluate_relevant(batch.obs, batch.blueprint_indices, batch.actions, relevant, batch.valid,
+                               batch.executed_ops, masks=batch.masks, hidden=batch.initial_hidden)
+full = torch.stack([out.log_probs[h] for h in HEAD_NAMES], -1)[batch.valid]  # [N, 8]
+assert torch.allclose(fast.log_probs[fast.relevant], full[fast.relevant], atol=1e-5)
+assert torch.allclose(fast.value, out.value[batch.valid], atol=1e-5)
+share = relevant.float().mean((0, 1))  # [8] the share of steps where each head mattered
+print("steps where each head mattered:", {h: f"{share[HEAD_INDEX[h]]:.0%}" for h in HEAD_NAMES})
 
 # %% [markdown]
 # What the check catches. Re-run the same episodes with blueprint indices the policy never saw (every slot "empty"),
@@ -242,8 +262,8 @@ box_figure({h: r.tolist() for h, r in ratios_after.items() if r.numel()},
 # `illegal_actions` and `illegal_fraction` (illegal actions / env steps). Where an action ran as WAIT, the update
 # credits the op the world **executed** (`executed_ops`): the causal masks give only the op head that step's
 # advantage, and the critic's Q(s, op) is evaluated and fitted for WAIT, the op that ran. Same preset, same seed, a
-# few updates per mode; a spy on the agent's `evaluate_actions` and on the update's `causal_masks` records which op
-# the update used.
+# few updates per mode; a spy on the agent's `evaluate_relevant` and on the update's `relevance` (the head-relevance
+# table applied to the executed op) records which op the update used.
 
 # %%
 import esper_lab.rl.ppo as ppo_module
@@ -257,14 +277,15 @@ mode_records, ran_as_wait_share = {}, {}
 for mode in ("conditional", "independent"):
     mode_trainer = Trainer(preset(MODE_PRESET, seed=0, **{"policy.masks": mode}))  # no run directory
     try:
-        with spy_on(mode_trainer.agent, "evaluate_actions") as evals, spy_on(ppo_module, "causal_masks") as credits:
+        with spy_on(mode_trainer.agent, "evaluate_relevant") as evals, spy_on(ppo_module, "relevance") as credits:
             mode_records[mode] = mode_trainer.run(MODE_UPDATES)
     finally:
         mode_trainer.close()
-    assert mode_trainer.agent.masks == mode and len(evals) == len(credits) > 0
+    assert mode_trainer.agent.masks == mode and len(credits) == MODE_UPDATES and len(evals) >= MODE_UPDATES
     requested = torch.cat([c.arg("actions")[..., HEAD_INDEX["op"]].flatten() for c in evals])  # the sampled ops
     executed = torch.cat([c.arg("value_op").flatten() for c in evals])  # what Q(s, op) was evaluated for
-    assert all(cr.args[0] is ev.arg("value_op") for cr, ev in zip(credits, evals))  # the causal masks' op, too
+    assert all(torch.equal(c.arg("relevant"), ppo_module.relevance(c.arg("value_op"), c.arg("valid")))
+               for c in evals)  # the heads credited come from the executed op, too
     ran_as_wait = requested != executed
     assert (executed[ran_as_wait] == LifecycleOp.WAIT).all()  # an action that could not execute ran as WAIT
     ran_as_wait_share[mode] = ran_as_wait.float().mean().item()

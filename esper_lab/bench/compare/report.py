@@ -1,6 +1,6 @@
 """`esper-lab bench compare`: each side of each part in its own fresh process, the table, the JSON.
 
-    esper-lab bench compare [--parts A,B,C] [--threads 2] [--repeats 7] [--rounds 1] [--budget-minutes 5]
+    esper-lab bench compare [--parts A,B,C] [--threads 2] [--repeats 7] [--rounds 2] [--budget-minutes 5]
                             [--seeds 0,1,2] [--episodes 20] [--preset demo] [--json results/bench_compare.json]
 
 Parts A (inference) and B (update): for every round, every malloc setting (`tuned`: the thresholds in GLIBC_TUNABLES
@@ -46,7 +46,7 @@ class CompareConfig:
     """torch.set_num_threads on both sides."""
     repeats: int = 7
     """Timed repeats per cell and process in parts A and B (median and IQR reported)."""
-    rounds: int = 1
+    rounds: int = 2
     """Parts A and B: fresh processes per side and malloc setting (samples pooled; order alternates)."""
     budget_minutes: float = 5.0
     """Part C: training wall-clock budget per run and side."""
