@@ -101,6 +101,9 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
                    help="preset (default: demo; policy: phase4, its sizes; compare: part C's world)")
     p.add_argument("--steps", type=_int_at_least(1), default=60, help="env steps to time (bench env; default: 60)")
     p.add_argument("--updates", type=_int_at_least(1), default=3, help="updates to time (bench train; default: 3)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="bench train: a config field of the measured run (repeatable); it is measured back to back "
+                        "against the same config with world.engine=sequential and num_envs=4")
     p.add_argument("--threads", type=_int_at_least(1), default=2, help="torch threads (default: 2)")
     p.add_argument("--json", type=Path,
                    help=f"also write the figures as JSON here (compare: default {cmp.DEFAULT_JSON})")
@@ -184,7 +187,13 @@ def _overrides(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
     """(the flag as the user wrote it, the field path, the parsed value) of every TRAIN_FLAGS flag and --set given."""
     given = [(flag, path, _parse_value(text)) for flag, path in TRAIN_FLAGS.items()
              if (text := getattr(args, flag[2:].replace("-", "_"))) is not None]
-    for item in args.set:
+    return given + _set_items(args.set)
+
+
+def _set_items(items: Sequence[str]) -> list[tuple[str, str, Any]]:
+    """`--set FIELD=VALUE` items as (the flag, the field path, the parsed value)."""
+    given = []
+    for item in items:
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
@@ -321,9 +330,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         figures = bench_policy(name, threads=args.threads)
     else:
-        from esper_lab.bench.train import bench_train
+        from esper_lab.bench.timing import Progress
+        from esper_lab.bench.train import REFERENCE, back_to_back
 
-        figures = bench_train(preset(name), updates=args.updates)
+        cfg = preset(name, **{path: value for _, path, value in _set_items(args.set)})
+        result = back_to_back(cfg, with_overrides(cfg, **REFERENCE), updates=args.updates, rounds=args.rounds,
+                              log=Progress("bench train"))
+        figures = {f"{label}.{key}": value for label in ("measured", "reference") for key, value in result[label].items()}
+        figures["sps_ratio"] = result["sps_ratio"]
+        figures["processes"] = ", ".join(f"{p['side']} pid {p['pid']} ({p['malloc']})" for p in result["processes"])
     from esper_lab.malloc import malloc_setting
 
     figures = {"what": args.what, "preset": name, "threads": args.threads, "malloc": malloc_setting(), **figures}

@@ -95,6 +95,25 @@ def test_synthetic_rollout_takes_legal_actions_and_stores_exact_log_probs():
     assert update()["ratio_first"] < 1e-4
 
 
+def test_bench_train_measures_a_config_and_the_sequential_reference_each_in_a_fresh_process():
+    from esper_lab.bench.train import REFERENCE, back_to_back
+    from esper_lab.config import preset, with_overrides
+
+    cfg = preset("tiny", **{"world.max_epochs": 2, "policy.lstm_hidden_dim": 16, "policy.feature_dim": 16,
+                            "num_envs": 2, "torch_threads": 1})
+    result = back_to_back(cfg, with_overrides(cfg, **REFERENCE), updates=1, rounds=1)
+    assert (result["measured"]["num_envs"], result["reference"]["num_envs"]) == (2, 4)
+    assert result["reference"]["engine"] == "sequential"
+    assert result["reference"]["steps_per_update"] == 4 * 2
+    assert result["sps_ratio"] == pytest.approx(result["measured"]["sps"] / result["reference"]["sps"])
+    for side in ("measured", "reference"):
+        fractions = sum(result[side][k] for k in ("env_fraction", "policy_fraction", "update_fraction",
+                                                  "other_fraction"))
+        assert fractions == pytest.approx(1.0)
+    assert {p["side"] for p in result["processes"]} == {"measured", "reference"}
+    assert len({p["pid"] for p in result["processes"]}) == 2  # one fresh process each
+
+
 # --- one timing helper ------------------------------------------------------------------------------------------------
 
 
