@@ -1,17 +1,21 @@
-"""Conditional vs independent masks on the same budget: the README's "Every sampled action can execute" table.
+"""Named variants of `demo` trained on the same budget, seed by seed, and evaluated on the same unseen episodes.
 
-For each seed, one `demo` run per mask mode (interleaved: conditional then independent, seed by seed), each on the
-same budget: a wall-clock budget (`--minutes`, what a user of the dashboard spends) or a number of updates
-(`--updates`, the same experience whatever the machine's load); then each checkpoint is evaluated on the same unseen
-episodes (episode seeds from 5,000,000 on: no training world of seeds 0 to 4 uses them), beside the baselines.
+The default variants are the README's "Every sampled action can execute" table (conditional vs independent masks);
+`--variant NAME[:FIELD=VALUE,...]` (repeatable) names others, each a set of `--set` overrides on `demo`. For each seed,
+one run per variant (interleaved, variant by variant), each on the same budget: a wall-clock budget (`--minutes`, what
+a user of the dashboard spends) or a number of updates (`--updates`, the same experience whatever the machine's
+load); then each checkpoint is evaluated on the same unseen episodes (episode seeds from 5,000,000 on: no training
+world of seeds 0 to 4 uses them), beside the baselines.
 
-    .venv/bin/python scripts/mask_modes.py                                # 3 seeds x 10 minutes x 2 modes (~70 min)
-    .venv/bin/python scripts/mask_modes.py --updates 100                  # 3 seeds x 100 updates x 2 modes
-    .venv/bin/python scripts/mask_modes.py --minutes 1 --seeds 0          # a quick look
-    .venv/bin/python scripts/mask_modes.py --summarize-only               # the table from results/ as they are
+    .venv/bin/python scripts/budget_runs.py                               # masks: 3 seeds x 10 minutes x 2 (~70 min)
+    .venv/bin/python scripts/budget_runs.py --updates 100                 # masks: 3 seeds x 100 updates x 2
+    .venv/bin/python scripts/budget_runs.py --prefix engine --variant batched   # demo as it is, 3 seeds x 10 min
+    .venv/bin/python scripts/budget_runs.py --minutes 1 --seeds 0         # a quick look
+    .venv/bin/python scripts/budget_runs.py --summarize-only              # the table from results/ (printed only)
 
-Runs go to `--runs-root` (default /tmp/esper-mask-runs, not the user's runs/); evaluations and the summary to
-`results/masks-<budget>-*.json` and `results/masks-<budget>-summary.json` (budget `10min` or `u100`).
+Runs go to `--runs-root` (default /tmp/esper-budget-runs, not the user's runs/); evaluations and the summary to
+`results/<prefix>-<budget>-<variant>-s<seed>.json` and `results/<prefix>-<budget>-summary.json` (budget `10min` or
+`u100`; prefix `masks` by default), the baselines to `results/<prefix>-baselines.json`.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from esper_lab.runs import RunReader  # noqa: E402
 
-MODES = ("conditional", "independent")
+MASK_VARIANTS = ("conditional:policy.masks=conditional", "independent:policy.masks=independent")
 EVAL_SEED = 5_000_000
 
 
@@ -41,12 +45,18 @@ def budget_name(args: argparse.Namespace) -> str:
     return f"u{args.updates}" if args.updates else f"{args.minutes:g}min"
 
 
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """'name:a=1,b=2' -> ('name', ['a=1', 'b=2']); 'name' -> ('name', [])."""
+    name, _, sets = text.partition(":")
+    return name, [s for s in sets.split(",") if s]
+
+
 def run_dir_of(mode: str, seed: int, args: argparse.Namespace) -> Path:
     return args.runs_root / f"demo-{budget_name(args)}-{mode}-s{seed}"
 
 
 def eval_json(mode: str, seed: int, args: argparse.Namespace) -> Path:
-    return args.out / f"masks-{budget_name(args)}-{mode}-s{seed}.json"
+    return args.out / f"{args.prefix}-{budget_name(args)}-{mode}-s{seed}.json"
 
 
 def train_and_evaluate(mode: str, seed: int, args: argparse.Namespace) -> None:
@@ -54,8 +64,9 @@ def train_and_evaluate(mode: str, seed: int, args: argparse.Namespace) -> None:
     exe = str(REPO / ".venv" / "bin" / "esper-lab")
     budget = ["--updates", str(args.updates)] if args.updates else ["--updates", "100000", "--max-minutes",
                                                                       str(args.minutes)]
-    run([exe, "train", "--preset", "demo", "--seed", str(seed), *budget, "--set", f"policy.masks={mode}",
-         "--run-dir", str(run_dir), "--quiet"])
+    sets = [item for field in args.variants[mode] for item in ("--set", field)]
+    run([exe, "train", "--preset", "demo", "--seed", str(seed), *budget, *sets, "--run-dir", str(run_dir), "--quiet",
+         "--overwrite"])
     run([exe, "evaluate", "--checkpoint", str(run_dir / "checkpoint.pt"), "--policy", "none", "--episodes",
          str(args.episodes), "--seed", str(EVAL_SEED), "--json", str(eval_json(mode, seed, args))])
 
@@ -63,7 +74,7 @@ def train_and_evaluate(mode: str, seed: int, args: argparse.Namespace) -> None:
 def summarize(args: argparse.Namespace) -> dict:
     """Per mode: illegal fraction at update 1 and over the last 10 updates, updates done, and the pooled evaluation."""
     summary: dict = {"eval_seed": EVAL_SEED, "budget": budget_name(args), "modes": {}}
-    for mode in MODES:
+    for mode in args.variants:
         seeds = [s for s in args.seeds if eval_json(mode, s, args).is_file()]
         rows = {s: RunReader(run_dir_of(mode, s, args)).metrics() for s in seeds}
         evals = {s: json.loads(eval_json(mode, s, args).read_text())["trained"] for s in seeds}
@@ -73,6 +84,8 @@ def summarize(args: argparse.Namespace) -> dict:
         pooled_acc = [v for e in evals.values() for v in e["final_val_acc_list"]]
         summary["modes"][mode] = {
             "seeds": seeds,
+            "set": args.variants[mode],
+            "env_steps": [rows[s][-1]["env_steps"] for s in seeds if rows[s]],
             "updates": [len(rows[s]) for s in seeds],
             "minutes": [round((rows[s][-1]["time_s"] - rows[s][0]["time_s"] + rows[s][0]["rollout_seconds"]
                                + rows[s][0]["update_seconds"]) / 60, 1) for s in seeds if rows[s]],
@@ -88,7 +101,7 @@ def summarize(args: argparse.Namespace) -> dict:
             "pooled_final_val_acc": (statistics.fmean(pooled_acc), statistics.pstdev(pooled_acc)),
             "episodes": len(pooled_return),
         }
-    baselines = args.out / "masks-baselines.json"
+    baselines = args.out / f"{args.prefix}-baselines.json"
     if baselines.is_file():
         summary["baselines"] = {name: {"return": (r["return_mean"], r["return_std"]),
                                        "final_val_acc": (r["final_val_acc_mean"], r["final_val_acc_std"]),
@@ -99,7 +112,7 @@ def summarize(args: argparse.Namespace) -> dict:
 
 
 def table(summary: dict) -> str:
-    lines = ["| masks | updates | minutes | illegal at update 1 | illegal, last 10 updates | illegal in evaluation | "
+    lines = ["| variant | updates | minutes | illegal at update 1 | illegal, last 10 updates | illegal in evaluation | "
              "evaluated return | final val acc % | seed params |", "|---|---|---|---|---|---|---|---|---|"]
     pct = lambda xs: ", ".join(f"{100 * x:.1f} %" for x in xs)  # noqa: E731
     for mode, m in summary["modes"].items():
@@ -122,21 +135,26 @@ def main() -> int:
     parser.add_argument("--updates", type=int, help="an updates budget per run instead of a wall-clock one")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds (default 0,1,2)")
     parser.add_argument("--episodes", type=int, default=20, help="evaluation episodes per run (default 20)")
-    parser.add_argument("--runs-root", type=Path, default=Path("/tmp/esper-mask-runs"))
+    parser.add_argument("--variant", action="append", help="NAME[:FIELD=VALUE,...] (repeatable; default: the two "
+                        "mask modes)")
+    parser.add_argument("--prefix", default="masks", help="results file prefix (default masks)")
+    parser.add_argument("--runs-root", type=Path, default=Path("/tmp/esper-budget-runs"))
     parser.add_argument("--out", type=Path, default=REPO / "results")
     parser.add_argument("--summarize-only", action="store_true")
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.variants = dict(parse_variant(v) for v in (args.variant or MASK_VARIANTS))
     if not args.summarize_only:
         exe = str(REPO / ".venv" / "bin" / "esper-lab")
-        if not (args.out / "masks-baselines.json").is_file():
+        if not (args.out / f"{args.prefix}-baselines.json").is_file():
             run([exe, "evaluate", "--preset", "demo", "--policy", "all", "--episodes", str(args.episodes), "--seed",
-                 str(EVAL_SEED), "--json", str(args.out / "masks-baselines.json")])
+                 str(EVAL_SEED), "--json", str(args.out / f"{args.prefix}-baselines.json")])
         for seed in args.seeds:
-            for mode in MODES:
+            for mode in args.variants:
                 train_and_evaluate(mode, seed, args)
     summary = summarize(args)
-    (args.out / f"masks-{budget_name(args)}-summary.json").write_text(json.dumps(summary, indent=2))
+    if not args.summarize_only:  # the runs of an earlier session may be gone: only a fresh run rewrites the summary
+        (args.out / f"{args.prefix}-{budget_name(args)}-summary.json").write_text(json.dumps(summary, indent=2))
     print(table(summary))
     return 0
 
