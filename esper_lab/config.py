@@ -21,6 +21,7 @@ from typing import Annotated, Any, NoReturn, Union, get_args, get_origin, get_ty
 CRITIC_MODES = ("q_op", "v", "q_marginal")
 MASK_MODES = ("conditional", "independent")
 BACKENDS = ("local", "process", "ray")
+ENGINES = ("sequential", "batched")
 HOSTS = ("impaired", "strong")  # env/host.py gives each its width
 
 MOVED_FIELDS = {"ppo.gamma": ("world.reward.gamma", "the stage-potential shaping and PPO share one discount")}
@@ -231,6 +232,10 @@ class WorldConfig:
     """Measure pairwise seed interactions (extra counterfactual passes) for the synergy term and the features."""
     env_threads: Annotated[int, AT_LEAST_1] = 1
     """torch threads while a world trains and validates (its ops are tiny: extra threads only add waiting)."""
+    engine: Annotated[str, Rule(choices=ENGINES)] = "sequential"
+    """How the worlds in one process (the trainer's with backend 'local', each worker's or Ray actor's otherwise) step:
+    'sequential' (one after another) or 'batched' (their hosts and seeds train as one stacked computation,
+    env/batched/; the same numbers, bit for bit but for the last bits of the reported train loss)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """Contribution-reward constants, and the discount `reward.gamma` that PPO uses too."""
 

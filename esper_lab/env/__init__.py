@@ -10,6 +10,8 @@ _EXPORTS = {
     "World": "esper_lab.env.morpho_env",
     "WorldReport": "esper_lab.env.morpho_env",
     "VectorEnv": "esper_lab.env.vector",
+    "BatchedWorlds": "esper_lab.env.batched.engine",
+    "make_engine": "esper_lab.env.engines",
     "SeedSlot": "esper_lab.env.slot",
     "SlotReport": "esper_lab.env.slot",
     "IllegalTransitionError": "esper_lab.env.slot",

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from esper_lab.actions import NUM_HEADS
 from esper_lab.config import WorldConfig
-from esper_lab.env.morpho_env import World, WorldReport, stack_masks
+from esper_lab.env.engines import make_engine
+from esper_lab.env.morpho_env import WorldReport, stack_masks
 
 StepResult = tuple[WorldReport, float, bool, dict[str, Any]]
 
@@ -46,7 +47,8 @@ def step_batch(
 
 class WorldGroup:
     """Some worlds of one vector env, living in one worker: a forked process ('process') or a Ray actor ('ray',
-    where `ray.remote` wraps this plain class)."""
+    where `ray.remote` wraps this plain class). They step by `cfg.engine`: with 'batched', the worker's worlds are
+    one batched computation."""
 
     def __init__(self, cfg: WorldConfig, env_ids: Sequence[int]):
         torch.set_num_threads(1)  # a world's ops are tiny; the world itself uses cfg.env_threads while it works
@@ -55,7 +57,8 @@ class WorldGroup:
         except RuntimeError:  # already set in this process
             pass
         self.env_ids = list(env_ids)
-        self.worlds = [World(cfg) for _ in self.env_ids]
+        self.engine = make_engine(cfg, len(self.env_ids), labels=self.env_ids)
+        self.worlds = self.engine.worlds
         self._last: list[tuple[WorldReport, float, bool, dict[str, Any]]] = []
 
     def ready(self) -> dict[str, Any]:
@@ -71,30 +74,18 @@ class WorldGroup:
         return time.process_time()
 
     def reset(self, seeds: Sequence[int]) -> list[WorldReport]:
-        return self._each(lambda world, seed: world.reset(seed), seeds)
+        return self.engine.reset(seeds)
 
     def step(self, rows: Sequence[Sequence[int]]) -> list[tuple[WorldReport, float, bool, dict[str, Any]]]:
         """Step every world with its row of 8 head values: `[(report, reward, truncated, info)]` in env order."""
-
-        def one(world: World, row: Sequence[int]):
-            reward, truncated, info = world.step(row)
-            return world.report(), float(reward), bool(truncated), info
-
-        self._last = self._each(one, rows)
+        results = self.engine.step(rows)
+        self._last = [(world.report(), float(reward), bool(truncated), info)
+                      for world, (reward, truncated, info) in zip(self.worlds, results)]
         return self._last
 
     def echo(self, rows: Sequence[Sequence[int]]) -> list[tuple[WorldReport, float, bool, dict[str, Any]]]:
         """The last `step`'s results again, with no world work: the round trip Ray adds to a step (benchmarks)."""
         return self._last
-
-    def _each(self, fn: Callable[[World, Any], Any], args: Sequence[Any]) -> list[Any]:
-        out = []
-        for env, world, arg in zip(self.env_ids, self.worlds, args):
-            try:
-                out.append(fn(world, arg))
-            except Exception as exc:
-                raise RuntimeError(f"env {env}: {type(exc).__name__}: {exc}") from exc
-        return out
 
 
 class GroupedVectorEnv:

@@ -152,18 +152,33 @@ class HostCNN(nn.Module):
         x: torch.Tensor,
         slots: Mapping[str, nn.Module] | None = None,
         skip: Collection[str] = (),
+        taps: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """`x [B, 1, 8, 8] -> logits [B, 10]`. Slots named in `skip` are bypassed, which is exactly the slot's blend
-        with alpha forced to 0 (every blend style is the identity at alpha 0)."""
+        with alpha forced to 0 (every blend style is the identity at alpha 0). `taps`: see `forward_from`."""
+        return self.forward_from(F.relu(self.stem(x)), 0, slots, skip, taps)  # [B, W, 4, 4] at "r0c0"
+
+    def forward_from(
+        self,
+        h: torch.Tensor,
+        point: int,
+        slots: Mapping[str, nn.Module] | None = None,
+        skip: Collection[str] = (),
+        taps: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The rest of `forward` from injection point `point` (an index into `slot_ids`), given `h [B, W, 4, 4]`, the
+        activation there before its slot. `taps`, when given, receives the activation before each slot from `point`
+        on (a counterfactual pass resumes from them)."""
         slots = slots or {}
-
-        def inject(h: torch.Tensor, slot_id: str) -> torch.Tensor:
+        blocks = (None, self.block1, self.block2)  # the block before each injection point after the first
+        for i in range(point, len(self.slot_ids)):
+            if i > point:
+                h = F.relu(blocks[i](h))  # [B, W, 4, 4]
+            if taps is not None:
+                taps.append(h)
+            slot_id = self.slot_ids[i]
             slot = slots.get(slot_id)
-            return h if slot is None or slot_id in skip else slot(h)
-
-        h = inject(F.relu(self.stem(x)), "r0c0")  # [B, W, 4, 4]
-        h = inject(F.relu(self.block1(h)), "r0c1")  # [B, W, 4, 4]
-        h = inject(F.relu(self.block2(h)), "r0c2")  # [B, W, 4, 4]
+            h = h if slot is None or slot_id in skip else slot(h)
         return self.head(h.mean(dim=(2, 3)))  # [B, 10]
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -201,7 +201,7 @@ class Action:
     op: int
 
     @classmethod
-    def from_heads(cls, values: Sequence[int], num_slots: int) -> "Action":
+    def from_heads(cls, values: Sequence[int], num_slots: int) -> Action:
         """Raises ValueError for a wrong length or a value outside its head's range (a bug, not an illegal move)."""
         values = [int(v) for v in values]
         if len(values) != NUM_HEADS:
@@ -231,6 +231,13 @@ class World:
             return self._reset(seed)
 
     def _reset(self, seed: int) -> WorldReport:
+        self.start_episode(seed)
+        self._run_epoch()
+        return self.report()
+
+    def start_episode(self, seed: int) -> None:
+        """Fresh host, empty slots and signals for the episode `seed`; no epoch trained yet (`reset` trains epoch 1;
+        the batched engine trains it for many worlds at once)."""
         self.seed = int(seed)
         self.gen = torch.Generator().manual_seed(self.seed)
         with torch.random.fork_rng(devices=[]):
@@ -250,8 +257,6 @@ class World:
         self.last_action_success, self.last_op = True, LifecycleOp.WAIT
         self.seeds_germinated = self.seeds_pruned = self.illegal_actions = 0
         self.episode_return = 0.0
-        self._run_epoch()
-        return self.report()
 
     def _draw_seed(self) -> int:
         return int(torch.randint(0, 2**62, (1,), generator=self.gen))
@@ -265,12 +270,24 @@ class World:
             return self._step(values)
 
     def _step(self, values: Sequence[int]) -> tuple[float, bool, dict[str, Any]]:
+        reward, terminal, info = self.apply_action(self.check_action(values))
+        if not terminal:
+            self._run_epoch()
+        return reward, terminal, info
+
+    def check_action(self, values: Sequence[int]) -> Action:
+        """The decoded action; raises (changing nothing) before reset, after the episode's end, or for a head value
+        out of range."""
         if self.host is None:
             raise RuntimeError("World.step called before reset()")
         if self.done:
             raise RuntimeError(f"World.step after the episode ended (epoch {self.epoch} of {self.cfg.max_epochs}); "
                                "call reset()")
-        action = Action.from_heads(values, len(self.slots))
+        return Action.from_heads(values, len(self.slots))
+
+    def apply_action(self, action: Action) -> tuple[float, bool, dict[str, Any]]:
+        """Everything of a step but the next host epoch: execute `action`, reward it, tick the slots. Returns
+        `(reward, terminal, info)`; on the episode's last step `info[SUMMARY_KEY]` is `summary()`."""
         before = self.slot_reports()
         requested = LifecycleOp(action.op)
         legal = self._is_legal(action)
@@ -295,8 +312,6 @@ class World:
         self.done = terminal
         if terminal:
             info[SUMMARY_KEY] = self.summary()
-        else:
-            self._run_epoch()
         return terms.total, terminal, info
 
     def _is_legal(self, a: Action) -> bool:
@@ -380,8 +395,11 @@ class World:
         t1, c1 = time.perf_counter(), time.thread_time()
         val_loss, val_acc = self._validate()
         t2, c2 = time.perf_counter(), time.thread_time()
-        self.timings = {"train_ms": (t1 - t0) * 1e3, "validate_ms": (t2 - t1) * 1e3,  # wall clock
-                        "train_cpu_ms": (c1 - c0) * 1e3, "validate_cpu_ms": (c2 - c1) * 1e3}  # this thread's CPU
+        self.finish_epoch(train_loss, val_loss, val_acc, epoch_timings(t0, t1, t2, c0, c1, c2))
+
+    def finish_epoch(self, train_loss: float, val_loss: float, val_acc: float, timings: dict[str, float]) -> None:
+        """Count the epoch just trained and validated, and update the signal history."""
+        self.timings = timings
         self.epoch += 1
         self._record_signals(train_loss, val_loss, val_acc)
 
@@ -424,11 +442,26 @@ class World:
         0 (pp); with `cfg.interactions`, also the pairwise interaction sum
         `sum_j [acc - acc(-i) - acc(-j) + acc(-i,-j)]`."""
         x, y = self.data.x_val, self.data.y_val
-        measured = [s.slot_id for s in self.slots if s.stage in COUNTERFACTUAL_STAGES]
+        without = {g: _accuracy(self.host(x, self.slot_map, skip=g), y) for g in self.counterfactual_groups()}
+        self.record_counterfactuals(acc, without)
+
+    def _measured(self) -> list[str]:
+        """Slots whose seed is measured by a counterfactual this epoch."""
+        return [s.slot_id for s in self.slots if s.stage in COUNTERFACTUAL_STAGES]
+
+    def counterfactual_groups(self) -> list[frozenset[str]]:
+        """The slot sets whose seeds a counterfactual pass switches off this epoch: every measured slot alone, and
+        with `cfg.interactions` every pair of them."""
+        measured = self._measured()
         groups = [frozenset({sid}) for sid in measured]
         if self.cfg.interactions:
             groups += list({frozenset({a, b}) for a in measured for b in measured if a != b})
-        without = {g: _accuracy(self.host(x, self.slot_map, skip=g), y) for g in groups}
+        return groups
+
+    def record_counterfactuals(self, acc: float, without: dict[frozenset[str], float]) -> None:
+        """Store each measured seed's contribution (and interaction sum) from the validation accuracy `acc` and the
+        accuracy `without[g]` of every pass of `counterfactual_groups()`."""
+        measured = self._measured()
         for sid in measured:
             slot, alone = self.slot_map[sid], without[frozenset({sid})]
             slot.record_counterfactual(acc - alone)
@@ -505,14 +538,43 @@ class World:
         }
 
 
+def for_each_world(worlds: Sequence[World], fn: Callable[[World, Any], Any], args: Sequence[Any],
+                   labels: Sequence[int] | None = None) -> list[Any]:
+    """`[fn(world, arg)]` in order. With `labels` (the worlds' env ids), an error is re-raised as a RuntimeError
+    naming the world: "env 3: ValueError: ..."."""
+    if labels is None:
+        return [fn(world, arg) for world, arg in zip(worlds, args)]
+    out = []
+    for label, world, arg in zip(labels, worlds, args):
+        try:
+            out.append(fn(world, arg))
+        except Exception as exc:
+            raise RuntimeError(f"env {label}: {type(exc).__name__}: {exc}") from exc
+    return out
+
+
 def stack_masks(per_world: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """E worlds' `action_masks()` -> `{key: bool [E, ...]}` for every key (the heads and `OP_SLOT_KEY`)."""
     return {key: torch.stack([m[key] for m in per_world]) for key in per_world[0]}
 
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    """Percent of rows whose argmax equals the label."""
-    return (logits.argmax(dim=1) == y).float().mean().item() * 100.0
+    """Percent of rows of `logits [N, 10]` whose argmax equals the label."""
+    return accuracies(logits[None], y)[0]
+
+
+def accuracies(logits: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """`logits [P, N, 10]` of P worlds on the same labels `y [N]` -> each world's percent of rows whose argmax is
+    the label."""
+    return [hits * 100.0 for hits in (logits.argmax(dim=2) == y).float().mean(dim=1).tolist()]
+
+
+def epoch_timings(t0: float, t1: float, t2: float, c0: float, c1: float, c2: float, share: float = 1.0) -> dict:
+    """`World.timings` from the wall clock (`t*`) and this thread's CPU clock (`c*`) at the start of training, the
+    start of validation and the end of the epoch, in milliseconds, times `share` (a world's part of a batched
+    epoch)."""
+    return {"train_ms": (t1 - t0) * 1e3 * share, "validate_ms": (t2 - t1) * 1e3 * share,  # wall clock
+            "train_cpu_ms": (c1 - c0) * 1e3 * share, "validate_cpu_ms": (c2 - c1) * 1e3 * share}  # this thread's CPU
 
 
 # --- gymnasium ----------------------------------------------------------------------------------------------------

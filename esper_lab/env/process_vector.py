@@ -8,7 +8,7 @@ milliseconds (a 'spawn' would re-import torch and re-run the user's `__main__`),
 thread before it touches torch. Workers ignore Ctrl-C; the trainer stops them.
 
     trainer                                       worker w (envs i..j), one torch thread
-    actions [E, 8] -> rows [j-i+1][8] ints   -->  World.step(row) for each of its worlds
+    actions [E, 8] -> rows [j-i+1][8] ints   -->  its worlds step (cfg.engine: one by one, or as one batch)
     reports, rewards [E], flags [E], infos   <--  [(WorldReport, reward, truncated, info)] per world
 
 Driver side, `GroupedVectorEnv` (env/groups.py) does everything but the transport: `reports()` and `masks()` cost

@@ -5,7 +5,7 @@ process that may sit on another node. One `step` sends every actor its rows of t
 actors train their hosts in parallel, then gathers the results in env order:
 
     driver                                        actor a (envs i..j)
-    actions [E, 8] -> rows [j-i+1][8] ints   -->  World.step(row) for each of its worlds
+    actions [E, 8] -> rows [j-i+1][8] ints   -->  its worlds step (cfg.engine: one by one, or as one batch)
     reports, rewards [E], flags [E], infos   <--  [(WorldReport, reward, truncated, info)] per world
 
 `reports()` and `masks()` cost no round trip: the driver keeps the last reports, and a `WorldReport` computes its

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -438,18 +440,71 @@ class SeedSlot(nn.Module):
         """`h [B, C, H, W] -> [B, C, H, W]`: the host activation with this slot's seed applied for its stage."""
         if self.seed is None or self.stage not in FORWARD_STAGES:
             return h
-        hd = h.detach()  # gradient isolation: the seed never trains the host through its input
-        f = self.seed.residual(hd)
-        if self.stage == SeedStage.TRAINING:
-            y1 = self.blend(hd, f, 1.0, hd)
-            return h + (y1 - y1.detach())  # value exactly h; the seed gets the alpha-1 gradient
-        return self.blend(h, f, self.alpha, hd)
+        return seed_forward(h, self.seed.residual, self.stage, self.alpha, self.blend_op, self._gate())
 
     def blend(self, h: torch.Tensor, f: torch.Tensor, alpha: float, hd: torch.Tensor) -> torch.Tensor:
         """Blend the seed's residual `f` into `h` at `alpha` with this slot's blend op (`hd` feeds the gate)."""
-        if self.blend_op == BlendOp.ADD:
-            return h + alpha * f
-        if self.blend_op == BlendOp.MULTIPLY:
-            return h * (1.0 + alpha * torch.tanh(f))
-        gate = torch.sigmoid(self.gate(hd.mean(dim=(2, 3))))[:, :, None, None]  # [B, 1, 1, 1] in [0, 1]
-        return h + (alpha * gate) * f
+        return blend(h, f, alpha, hd, self.blend_op, self._gate())
+
+    def _gate(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        return None if self.gate is None else partial(gate_weight, self.gate)
+
+
+# --- the blend, as functions (the slot above, and the batched engine on many worlds' seeds at once) ---------------
+
+
+def seed_forward(
+    h: torch.Tensor,
+    residual: Callable[[torch.Tensor], torch.Tensor],
+    stage: SeedStage,
+    alpha: float | torch.Tensor,
+    blend_op: BlendOp,
+    gate: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> torch.Tensor:
+    """`h [B, C, H, W]` with a wired-in seed applied for its `stage` (one of FORWARD_STAGES): straight-through in
+    TRAINING, else the blend at `alpha` (a float, or a tensor `[B, 1, 1, 1]`: one alpha per sample). The seed's
+    `residual` and the `gate` (`hd -> [B, 1, 1, 1]`, `gate_weight` of the slot's gate; used by GATE) only ever see
+    `h.detach()`."""
+    hd = h.detach()  # gradient isolation: the seed never trains the host through its input
+    return stage_blend(h, hd, residual(hd), stage, alpha, blend_op, gate)
+
+
+def stage_blend(
+    h: torch.Tensor,
+    hd: torch.Tensor,
+    f: torch.Tensor,
+    stage: SeedStage,
+    alpha: float | torch.Tensor,
+    blend_op: BlendOp,
+    gate: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> torch.Tensor:
+    """`seed_forward` given the seed's residual `f = residual(hd)` on `hd = h.detach()`."""
+    if stage == SeedStage.TRAINING:
+        y1 = blend(hd, f, 1.0, hd, blend_op, gate)
+        return h + (y1 - y1.detach())  # value exactly h; the seed gets the alpha-1 gradient
+    return blend(h, f, alpha, hd, blend_op, gate)
+
+
+def blend(
+    h: torch.Tensor,
+    f: torch.Tensor,
+    alpha: float | torch.Tensor,
+    hd: torch.Tensor,
+    blend_op: BlendOp,
+    gate: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> torch.Tensor:
+    """Blend the seed's residual `f` into `h` at `alpha` with `blend_op` (`gate(hd)` is GATE's weight). All
+    `[B, C, H, W]`."""
+    if blend_op == BlendOp.ADD:
+        return h + alpha * f
+    if blend_op == BlendOp.MULTIPLY:
+        return h * (1.0 + alpha * torch.tanh(f))
+    return h + (alpha * gate(hd)) * f
+
+
+def gate_weight(
+    gate: Callable[[torch.Tensor], torch.Tensor], hd: torch.Tensor, sigmoid: Callable = torch.sigmoid
+) -> torch.Tensor:
+    """The GATE blend's per-sample weight in [0, 1]: `sigmoid(gate(hd averaged over H, W))`, `[B, 1, 1, 1]`
+    (`gate` is the slot's `nn.Linear(C, 1)`)."""
+    return sigmoid(gate(hd.mean(dim=(2, 3))))[:, :, None, None]

@@ -1,4 +1,4 @@
-"""VectorEnv: E worlds stepped together in this process.
+"""VectorEnv: E worlds stepped together in this process, by the engine `cfg.engine` names (env/engines.py).
 
 This is the seam where process or cluster workers plug in later: a Ray backend implements the same four methods
 (`reset`, `masks`, `step`, `reports`) with the same shapes. There is no auto-reset: the trainer resets all worlds at
@@ -15,7 +15,8 @@ import torch
 
 from esper_lab.actions import NUM_HEADS
 from esper_lab.config import WorldConfig
-from esper_lab.env.morpho_env import World, WorldReport, stack_masks
+from esper_lab.env.engines import make_engine
+from esper_lab.env.morpho_env import WorldReport, stack_masks
 
 
 class VectorEnv:
@@ -25,7 +26,8 @@ class VectorEnv:
         if num_envs < 1:
             raise ValueError(f"VectorEnv needs at least one env, got num_envs={num_envs}")
         self.cfg, self.num_envs = cfg, num_envs
-        self.worlds = [World(cfg) for _ in range(num_envs)]
+        self.engine = make_engine(cfg, num_envs)  # cfg.engine: 'sequential' or 'batched'
+        self.worlds = self.engine.worlds
         self._seeds = np.random.default_rng(seed)
         self.episode_seeds: list[int] = []
 
@@ -37,7 +39,7 @@ class VectorEnv:
         if len(episode_seeds) != self.num_envs:
             raise ValueError(f"reset: {len(episode_seeds)} episode seeds for {self.num_envs} envs")
         self.episode_seeds = [int(s) for s in episode_seeds]
-        return [world.reset(s) for world, s in zip(self.worlds, self.episode_seeds)]
+        return self.engine.reset(self.episode_seeds)
 
     def reports(self) -> list[WorldReport]:
         """What every world looks like now."""
@@ -57,7 +59,7 @@ class VectorEnv:
         if actions.shape != (self.num_envs, NUM_HEADS):
             raise ValueError(f"step: actions must be [{self.num_envs}, {NUM_HEADS}], got {list(actions.shape)}")
         rows = actions.to(torch.int64).tolist()
-        results = [world.step(row) for world, row in zip(self.worlds, rows)]
+        results = self.engine.step(rows)
         rewards = torch.tensor([r for r, _, _ in results], dtype=torch.float32)  # [E]
         truncated = torch.tensor([t for _, t, _ in results], dtype=torch.bool)  # [E]
         terminated = torch.zeros(self.num_envs, dtype=torch.bool)  # [E]
