@@ -6,16 +6,18 @@ One call, `PPOUpdater(policy, cfg).update(batch)`, reads top to bottom:
    from what the rollout stored, then advantage normalisation over every valid step of the batch.
 2. K = `cfg.epochs` passes; each shuffles the env rows into `cfg.minibatches` minibatches of WHOLE episodes. A
    minibatch re-runs its rows as one sequence each, from their stored initial hidden state: one
-   `evaluate_actions` call, one LSTM call, no Python loop over time.
+   `evaluate_relevant` call (policy/relevant.py: each head only on the steps where it mattered), one LSTM call, no
+   Python loop over time.
 3. Per head: log ratio (clamped to +-20) against the stored per-head log-prob, the clipped surrogate and the
-   entropy, both averaged only over the steps where that head mattered for the EXECUTED op (`actions.causal_masks`
-   of `executed_ops`: an action that could not run as requested ran as WAIT, and only its op head chose that).
+   entropy, both averaged only over the steps where that head mattered for the EXECUTED op (`relevance`: the
+   head-relevance table of `executed_ops`, once per update; an action that could not run as requested ran as WAIT,
+   and only its op head chose that).
    The value, Q(s, op) in critic 'q_op', is conditioned on the executed op too.
 4. Approximate KL, per head `(r - 1) - log r` over its causal steps, weighted by causal fraction. It is checked
    BEFORE the optimizer step: above 1.5 x target_kl the update stops and that step never happens (Esper commit
    e3f72b3 (tachyon-beep/esper-lite): the KL check moved before the step, so target_kl works even with one epoch).
 5. Loss = policy + value_coef * value + entropy_coef * entropy_loss (+ q_aux_coef * q_aux in critic 'v');
-   backward, per-head gradient norms, global clip, Adam step.
+   backward, per-head gradient norms and the total from one fused pass, global clip, Adam step.
 
 Advantages are normalised once over the whole batch rather than per minibatch: a minibatch is only a few episodes
 here, and per-minibatch statistics of so few rows are noisy.
@@ -30,7 +32,8 @@ Metrics (`runs.PPO_METRIC_KEYS`, one flat dict of floats / ints / bools per upda
 - explained_variance, q_spread, q_variance, advantage_mean / advantage_std: from the stored rollout, before the
   update (EV is NaN when the returns have no variance);
 - epochs_completed (epochs run to their end), optimizer_steps, early_stopped, and ratio_first = max |ratio - 1|
-  over every head and valid step of the first minibatch of the first epoch (~1e-7: the re-evaluation is exact).
+  over every (head, step) where the head mattered in the first minibatch of the first epoch (~1e-7: the
+  re-evaluation is exact).
 """
 
 from __future__ import annotations
