@@ -151,8 +151,8 @@ checks.append(Check("Wrapper (`agent.py`) passes `blueprint_indices` to network"
 # uses, into a temporary run directory, and while it runs we record four things: every call of the agent's
 # `get_action` (through `act` in the rollout and `bootstrap` after it), every call of `batch_obs_to_features`
 # inside the agent (`Agent.observe`, the one place the rollout extracts features), every env step, and every call
-# of the network's `evaluate_actions` inside the update. Then we compare what was passed with what the worlds and
-# the buffer hold.
+# of the agent's `evaluate_relevant` inside the update (the PPO pass over the stored rows). Then we compare what
+# was passed with what the worlds and the buffer hold.
 
 # %%
 import tempfile
@@ -171,7 +171,7 @@ with tempfile.TemporaryDirectory() as tmp:
     with spy_on(trainer.agent, "get_action") as policy_calls, \
             spy_on(agent_module, "batch_obs_to_features") as feature_calls, \
             spy_on(trainer.envs, "step") as env_calls, \
-            spy_on(trainer.agent.network, "evaluate_actions") as eval_calls:
+            spy_on(trainer.agent, "evaluate_relevant") as eval_calls:
         records = trainer.run()
     elapsed = time.perf_counter() - t0
     run_state = RunReader(run_dir).status().get("state")
@@ -179,7 +179,7 @@ with tempfile.TemporaryDirectory() as tmp:
 E, T = cfg.num_envs, cfg.world.max_epochs
 print(f"run {run_state} after {elapsed:.1f} s; files {run_files}")
 print(f"{len(policy_calls)} get_action calls, {len(feature_calls)} feature extractions, {len(env_calls)} env steps, "
-      f"{len(eval_calls)} evaluate_actions calls for {E} worlds × {T} epochs and 1 update")
+      f"{len(eval_calls)} evaluate_relevant calls for {E} worlds × {T} epochs and 1 update")
 ok = run_state == "finished" and len(records) == 1 and records[0]["env_steps"] == E * T
 checks.append(Check("Short training run (10 epochs) completes without errors", ok,
                     f"1 update of {E} worlds × {T} epochs, status `{run_state}`, run directory {run_files}"))
@@ -225,7 +225,7 @@ def rows_of_buffer(idx):
 ratio_first = records[0]["ratio_first"]
 ok_ppo = bool(eval_calls) and all(rows_of_buffer(c.arg("blueprint_indices")) for c in eval_calls)
 checks.append(Check("PPO update retrieves `blueprint_indices` from buffer", ok_ppo and ratio_first < 1e-4,
-                    f"{len(eval_calls)} `evaluate_actions` calls, every one with whole buffer rows of indices; first "
+                    f"{len(eval_calls)} `evaluate_relevant` calls, every one with whole buffer rows of indices; first "
                     f"ratio deviation {ratio_first:.1e}"))
 
 # %% [markdown]
