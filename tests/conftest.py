@@ -1,4 +1,5 @@
-"""Fixtures for the dashboard tests (test_figures, test_dashboard, test_browser)."""
+"""Shared fixtures: one torch thread (the batched-engine, compare and ecosystem tests) and the dashboard tests'
+(test_figures, test_dashboard, test_browser)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,16 @@ DASHBOARD = REPO_ROOT / "app" / "dashboard.py"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "trainer: starts a real `tiny` training child process (several seconds)")
     config.addinivalue_line("markers", "browser: drives Debian chromium against a real Streamlit server")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (`pytestmark = pytest.mark.usefixtures("one_thread")`): the machine has 2 cores
+    and is shared, and the batched engine's bit-identity holds on one thread."""
+    from esper_lab.env.morpho_env import torch_threads
+
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture

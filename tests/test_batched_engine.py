@@ -36,12 +36,7 @@ ACC_POINTS, REWARD_FRACTION = 0.6, 0.02  # the issue's bounds
 TRAIN_LOSS_RTOL = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def world_cfg(engine: str, epochs: int = EPOCHS, **fields) -> WorldConfig:

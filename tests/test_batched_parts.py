@@ -27,12 +27,7 @@ G = 3
 SIZES = (128, 29, 360)  # a full minibatch, the last one of an epoch (1437 = 11 * 128 + 29), validation
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _modules(make, n=G, seed=0):

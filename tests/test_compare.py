@@ -23,13 +23,7 @@ from esper_lab.config import ConfigError, preset
 SMALL_H = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the machine has 2 cores and is shared, and nothing here is a speed assertion."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def sb3():

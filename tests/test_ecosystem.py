@@ -18,17 +18,13 @@ from gymnasium.utils.env_checker import check_env
 
 from esper_lab.actions import HEAD_NAMES
 from esper_lab.config import preset
-from esper_lab.env.morpho_env import SUMMARY_KEY, MorphoEnv, torch_threads
+from esper_lab.env.morpho_env import SUMMARY_KEY, MorphoEnv
 
 WORLD = dataclasses.replace(preset("tiny").world, max_epochs=8)
 TINY_PPO = dict(n_steps=64, batch_size=64, n_epochs=1, device="cpu", seed=0, verbose=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the machine has 2 cores and is shared; nothing here is a speed assertion."""
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_gymnasium_and_sb3_env_checkers_pass_without_warnings():

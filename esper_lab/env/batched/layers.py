@@ -22,7 +22,16 @@ from esper_lab.env.batched.exact import stacked_affine
 from esper_lab.env.host import Conv1x1, Conv3x3
 
 
-class StackedConv3x3(nn.Module):
+class _StackedTwin(nn.Module):
+    """A twin layer: `weight` and `bias` are the stacked rows `[G, ...]` a `ParamStack` sets before each call."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight: torch.Tensor | None = None
+        self.bias: torch.Tensor | None = None
+
+
+class StackedConv3x3(_StackedTwin):
     """Twin of `Conv3x3`: `[G*B, C, S, S] -> [G*B, O, S', S']` with `weight [G, O, C/groups, 3, 3]`, `bias [G, O]`."""
 
     def __init__(self, conv: Conv3x3):
@@ -31,8 +40,6 @@ class StackedConv3x3(nn.Module):
             conv.in_ch, conv.out_ch, conv.size, conv.groups, conv.pool)
         self.toeplitz = conv.toeplitz  # [9, P_out * P_in]
         self.group_mask = getattr(conv, "group_mask", None)  # [O, C]
-        self.weight: torch.Tensor | None = None
-        self.bias: torch.Tensor | None = None
 
     def dense(self) -> torch.Tensor:
         """`[G, O * P_out, C * P_in]`: each world's layer as one matrix (`Conv3x3.dense`, stacked)."""
@@ -54,15 +61,13 @@ class StackedConv3x3(nn.Module):
         return y.view(G * B, self.out_ch, out_size, out_size)
 
 
-class StackedConv1x1(nn.Module):
+class StackedConv1x1(_StackedTwin):
     """Twin of `Conv1x1`: `[G*B, C, H, W] -> [G*B, O, H, W]` with `weight [G, O, C]`, `bias [G, O]`. `Conv1x1` calls
     `torch.matmul(weight, x [B, C, HW])`, which folds the batch into one `mm` of `[B*HW, C] @ [C, O]` and returns the
     result contiguous; this does that fold per world, as one `bmm`, and returns the same layout."""
 
     def __init__(self, conv: Conv1x1):
         super().__init__()
-        self.weight: torch.Tensor | None = None
-        self.bias: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         G = self.weight.shape[0]
@@ -74,13 +79,11 @@ class StackedConv1x1(nn.Module):
         return y.view(GB, -1, H, W)
 
 
-class StackedLinear(nn.Module):
+class StackedLinear(_StackedTwin):
     """Twin of `nn.Linear`: `[G*B, C] -> [G*B, O]` with `weight [G, O, C]`, `bias [G, O]`."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
-        self.weight: torch.Tensor | None = None
-        self.bias: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         G = self.weight.shape[0]
@@ -88,7 +91,7 @@ class StackedLinear(nn.Module):
         return y.view(x.shape[0], -1)  # [G*B, O]
 
 
-class StackedGroupNorm(nn.Module):
+class StackedGroupNorm(_StackedTwin):
     """Twin of `nn.GroupNorm` (affine): `[G*B, C, H, W]` with `weight [G, C]`, `bias [G, C]`. The G worlds' channels
     side by side, `[B, G*C, H, W]`, are one GroupNorm with G times the groups: each (sample, world, group) is
     normalised over the same contiguous values as in the world's own layer."""
@@ -96,8 +99,6 @@ class StackedGroupNorm(nn.Module):
     def __init__(self, norm: nn.GroupNorm):
         super().__init__()
         self.num_groups, self.eps = norm.num_groups, norm.eps
-        self.weight: torch.Tensor | None = None
-        self.bias: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         G = self.weight.shape[0]
