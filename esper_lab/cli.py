@@ -94,7 +94,8 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("bench", help="measure speed on this machine")
     p.add_argument("what", choices=("env", "policy", "train", "compare"), help="env: ms per env step; policy: "
-                   "get_action and the real PPO update; train: SPS and the env / policy / update split; compare: "
+                   "get_action and the real PPO update; train: SPS and the env / policy / update split, beside the "
+                   "sequential 4-world reference; compare: "
                    "side by side with sb3-contrib's RecurrentPPO (needs pip install -e '.[bench]'; about 40 min "
                    "with the defaults, mostly part C's 6 runs)")
     p.add_argument("--preset", choices=sorted(PRESETS),
@@ -104,7 +105,8 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="bench train: a config field of the measured run (repeatable); it is measured back to back "
                         "against the same config with world.engine=sequential and num_envs=4")
-    p.add_argument("--threads", type=_int_at_least(1), default=2, help="torch threads (default: 2)")
+    p.add_argument("--threads", type=_int_at_least(1), default=2, help="torch threads (default: 2; bench train uses the config's, "
+                   "--set torch_threads=N)")
     p.add_argument("--json", type=Path,
                    help=f"also write the figures as JSON here (compare: default {cmp.DEFAULT_JSON})")
     g = p.add_argument_group("bench compare")
