@@ -23,10 +23,12 @@ _children: dict[int, subprocess.Popen] = {}
 
 
 def train_command(run_dir: Path, preset: str, critic: str, num_envs: int, seed: int, updates: int,
-                  backend: str = "local", masks: str = "conditional") -> list[str]:
-    return [sys.executable, "-m", "esper_lab.cli", "train", "--preset", preset, "--run-dir", str(run_dir),
-            "--updates", str(updates), "--critic", critic, "--num-envs", str(num_envs), "--seed", str(seed),
-            "--backend", backend, "--set", f"policy.masks={masks}"]
+                  backend: str = "local", masks: str = "conditional", reward: str | None = None) -> list[str]:
+    """The trainer's command line; `reward` (a REWARD_MODES name) None keeps the preset's reward mode."""
+    command = [sys.executable, "-m", "esper_lab.cli", "train", "--preset", preset, "--run-dir", str(run_dir),
+               "--updates", str(updates), "--critic", critic, "--num-envs", str(num_envs), "--seed", str(seed),
+               "--backend", backend, "--set", f"policy.masks={masks}"]
+    return command + ([] if reward is None else ["--set", f"world.reward.mode={reward}"])
 
 
 def new_run_dir(root: Path, preset: str, critic: str, seed: int) -> Path:
@@ -40,19 +42,21 @@ def new_run_dir(root: Path, preset: str, critic: str, seed: int) -> Path:
 
 
 def start_run(root: Path, preset: str, critic: str, num_envs: int, seed: int, updates: int,
-              backend: str = "local", masks: str = "conditional") -> Path:
+              backend: str = "local", masks: str = "conditional", reward: str | None = None) -> Path:
     """Launch a trainer and return its run directory.
 
     config.json and a 'running' status with the child's pid are written here, so the run is listed at once.
     """
     from esper_lab.config import preset as build_preset
 
-    config = build_preset(preset, num_envs=num_envs, seed=seed, updates=updates, backend=backend,
-                          **{"policy.critic": critic, "policy.masks": masks})
+    overrides = {"policy.critic": critic, "policy.masks": masks}
+    if reward is not None:
+        overrides["world.reward.mode"] = reward
+    config = build_preset(preset, num_envs=num_envs, seed=seed, updates=updates, backend=backend, **overrides)
     run_dir = create_run(new_run_dir(Path(root), preset, critic, seed), config.to_dict())
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(run_dir / LOG_NAME, "wb") as log:
-        command = train_command(run_dir.resolve(), preset, critic, num_envs, seed, updates, backend, masks)
+        command = train_command(run_dir.resolve(), preset, critic, num_envs, seed, updates, backend, masks, reward)
         proc = subprocess.Popen(command,
                                 cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)

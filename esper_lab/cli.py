@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from esper_lab.policy.baselines import BASELINES
+from esper_lab.stats import LEVEL
 from esper_lab.config import (PRESETS, RESUMABLE_FIELDS, ConfigError, PolicyConfig, TrainConfig, WorldConfig,
                               field_help, field_value, preset, with_overrides)
 
@@ -46,9 +47,15 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="evaluate baselines and/or a trained checkpoint on the same world seeds")
+    p = sub.add_parser("evaluate", help="evaluate baselines and/or a trained checkpoint on the same world seeds",
+                       description="Every policy plays the same episode seeds. Besides return, final validation "
+                       "accuracy, fossils and seed parameters: each policy's accuracy gain over wait on the same "
+                       "episode (wait runs too when not asked for), seed parameters per point of that gain, and the "
+                       "checkpoint's paired comparison with each baseline evaluated (mean difference of final "
+                       f"validation accuracy and of return, {100 * LEVEL:.0f} % t interval).")
     p.add_argument("--policy", default="all", choices=BASELINE_NAMES + ("all", "none"),
-                   help="baseline policy to evaluate (default: all three; 'none' with --checkpoint for the policy only)")
+                   help="baseline policy to evaluate (default: all three; 'none' with --checkpoint for the policy "
+                        "only, and wait for the gain)")
     p.add_argument("--checkpoint", type=Path, help="a checkpoint.pt of a training run: evaluate it next to the baselines")
     p.add_argument("--deterministic", action="store_true", help="trained policy takes argmax actions")
     p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="world preset (ignored with --checkpoint)")
@@ -104,7 +111,7 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--updates", type=_int_at_least(1), default=3, help="updates to time (bench train; default: 3)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="bench train: a config field of the measured run (repeatable); it is measured back to back "
-                        "against the same config with world.engine=sequential and num_envs=4")
+                        "against the same config with world.engine=sequential, num_envs=4, ppo.minibatches=2")
     p.add_argument("--threads", type=_int_at_least(1), default=2, help="torch threads (default: 2; bench train uses the config's, "
                    "--set torch_threads=N)")
     p.add_argument("--json", type=Path,
@@ -266,7 +273,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not names and not policies:
         raise UsageError("nothing to evaluate (--policy none needs --checkpoint)")
     policies += list(names)
-    results = evaluate_policies(policies, world, episodes=args.episodes, seed=args.seed)
+    results = evaluate_policies(policies, world, episodes=args.episodes, seed=args.seed, compare=True)
     print(format_table(results))
     if args.json:
         _write_json(args.json, results)

@@ -22,6 +22,7 @@ CRITIC_MODES = ("q_op", "v", "q_marginal")
 MASK_MODES = ("conditional", "independent")
 BACKENDS = ("local", "process", "ray")
 ENGINES = ("sequential", "batched")
+REWARD_MODES = ("contribution", "simplified", "sparse", "basic")
 HOSTS = ("impaired", "strong")  # env/host.py gives each its width
 
 MOVED_FIELDS = {"ppo.gamma": ("world.reward.gamma", "the stage-potential shaping and PPO share one discount")}
@@ -100,8 +101,14 @@ def _stage_names() -> tuple[str, ...]:
 
 @dataclass
 class RewardConfig:
-    """Every constant of the contribution reward. Defaults are Esper's Phase-4 values."""
+    """Every constant of the reward modes (docs/reward_modes.md). Defaults are Esper's, scaled to this world where
+    its scale does not fit (each such field says why)."""
 
+    mode: Annotated[str, Rule(choices=REWARD_MODES)] = "contribution"
+    """The reward: 'contribution' (Phase 4's, Esper's SHAPED: attribution, warnings, PBRS, synergy, rent, alpha shock,
+    action costs, terminal), 'simplified' (PBRS, a cost per non-WAIT op, terminal accuracy and fossils), 'sparse'
+    (terminal only: best accuracy minus a parameter cost) or 'basic' (Esper HEAD's: PBRS where PRUNE forfeits the
+    potential, per-step parameter rent, contribution-scaled FOSSILIZE bonus, terminal accuracy gain)."""
     gamma: Annotated[float, DISCOUNT] = 0.995
     """The discount: of the stage-potential shaping AND of PPO's returns and GAE (one field, so they cannot differ:
     potential-based shaping leaves the optimal policy unchanged only under the same discount, Ng, Harada and
@@ -208,7 +215,42 @@ class RewardConfig:
     terminal_fossil_bonus: float = 3.0
     """...plus this per fossilized seed whose improvement is at least `terminal_fossil_min_improvement`."""
     terminal_fossil_min_improvement: float = 1.0
-    """See `terminal_fossil_bonus`."""
+    """See `terminal_fossil_bonus` (also counts the fossils of 'simplified')."""
+    simplified_action_cost: float = -0.01
+    """'simplified': cost of every executed op but WAIT. Esper's value."""
+    simplified_acc_weight: float = 3.0
+    """'simplified' terminal: `simplified_acc_weight * final val_acc / 100`... Esper's value (scaled there for a
+    25-epoch episode; demo's is 30, so it fits)."""
+    simplified_fossil_bonus: float = 2.0
+    """...plus this per fossilized seed whose improvement is at least `terminal_fossil_min_improvement`. Esper's."""
+    sparse_scale: float = 1.0
+    """'sparse', the last step only: `sparse_scale * clamp(best val_acc / 100 - param_penalty_weight * seed_params /
+    param_budget, -1, 1)` (best accuracy of the episode, parameters of the seeds alive at the end); 0 before."""
+    param_penalty_weight: float = 0.1
+    """Parameter cost of 'sparse' (at the end) and 'basic' (every step, on the alpha-weighted effective parameters):
+    `param_penalty_weight * params / param_budget`. Esper's."""
+    param_budget: Annotated[int, AT_LEAST_1] = 32_000
+    """See `param_penalty_weight`. Esper: 500,000, about 80 times its default CIFAR host (~6K parameters); at that
+    budget a seed here (13 to 1,177 parameters) would cost ~1e-4 per step, nothing. The same 80 times this world's
+    impaired host (386) is ~32,000, so a seed as large as the host pays 0.1 * 386 / 32,000 = 0.0012 per step 'basic',
+    as one as large as Esper's host does there."""
+    basic_fossilize_base_bonus: float = 0.3
+    """'basic', an executed FOSSILIZE of a HOLDING seed with improvement > 0 and `c >= min_fossilize_contribution`:
+    `(base + basic_contribution_scale * harmonic_mean(improvement, c)) * min(1, epochs_in_stage /
+    fossilize_legitimacy_epochs)`, the improvement being the seeds' counterfactual total (the largest contribution
+    measured). Esper's base."""
+    basic_contribution_scale: float = 0.05
+    """See `basic_fossilize_base_bonus`. Esper: 0.5; scaled by the same 0.1 as `contribution_weight`, because a
+    counterfactual here reaches 15-50 points (a few on CIFAR)."""
+    basic_fossilize_invalid_penalty: float = -0.5
+    """'basic': a FOSSILIZE whose gate held (Esper's 'invalid fossilize'; its ransomware case, improvement <= 0 while
+    `c > 0.1`, cannot occur with the improvement measured here). Esper's."""
+    basic_fossilize_noncontributing_penalty: float = -0.2
+    """'basic': any other FOSSILIZE (contribution below `min_fossilize_contribution`). Esper's."""
+    basic_acc_delta_weight: float = 5.0
+    """'basic' terminal: `basic_acc_delta_weight * (final val_acc - val_acc of epoch 1) / 100`. Esper's weight:
+    points are points in both worlds; here epoch 1 is at chance (~10 %) and an episode gains 45-65 points, so the
+    term is worth ~2-3 (the host's own learning, mostly: a policy moves it by a few tenths)."""
 
 
 
@@ -351,13 +393,27 @@ def _tiny() -> TrainConfig:
     )
 
 
+BATCHED_WORLDS = 16
+"""Worlds per update of `demo` and `phase4` (batched engine): the env steps per second it buys over 4 sequential
+worlds levels off past 16 while the updates per minute keep halving (README, "A batched world engine")."""
+
+
+SEQUENTIAL_DEMO = {"world.engine": "sequential", "num_envs": 4, "ppo.minibatches": 2}
+"""The overrides that make `demo` what it was before the batched engine: 4 worlds stepped one after another, 2
+minibatches. `bench train` measures against it; `bench compare` part C runs on it (SB3 steps its worlds one by one)."""
+
+
 def _demo() -> TrainConfig:
-    return TrainConfig(preset="demo", backend="process")  # worlds in worker processes: docs/performance.md
+    # worlds in worker processes (docs/performance.md), each worker's worlds as one batch; minibatches of 2 env rows
+    # as with 4 worlds and 2 minibatches before, so every sample still takes the same number of gradient steps
+    return TrainConfig(preset="demo", backend="process", num_envs=BATCHED_WORLDS,
+                       world=WorldConfig(engine="batched"), ppo=PPOConfig(minibatches=BATCHED_WORLDS // 2))
 
 
 def _phase4() -> TrainConfig:
-    return TrainConfig(preset="phase4", updates=100, backend="process", world=WorldConfig(max_epochs=150),
-                       ppo=PPOConfig(minibatches=1))
+    return TrainConfig(preset="phase4", updates=100, backend="process", num_envs=BATCHED_WORLDS,
+                       world=WorldConfig(max_epochs=150, engine="batched"),
+                       ppo=PPOConfig(minibatches=BATCHED_WORLDS // 4))  # 4 env rows per minibatch, as before
 
 
 PRESETS = {"tiny": _tiny, "demo": _demo, "phase4": _phase4}

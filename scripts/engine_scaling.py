@@ -1,6 +1,7 @@
 """Env steps per second of `demo` for the sequential and the batched engine at 4, 16, 32 and 64 worlds, each
 configuration in its own fresh process (tuned malloc), interleaved over rounds, with the share of env / policy /
-update / other per update: the README's and docs/performance.md's engine table.
+update / other per update: the README's and docs/performance.md's engine table. PPO minibatches hold 2 env rows at
+every size, as in `demo` (16 worlds, 8 minibatches).
 
     .venv/bin/python scripts/engine_scaling.py [--worlds 4,16,32,64] [--engines sequential,batched] [--updates 2]
                                                [--rounds 1] [--set FIELD=VALUE ...] [--json results/engine_scaling.json]
@@ -46,7 +47,9 @@ def main() -> int:
     results: dict[str, list[dict]] = {f"{e} {n}": [] for e, n in configs}
     for r in range(args.rounds):
         for engine, n in (configs if r % 2 == 0 else configs[::-1]):
-            cfg = preset("demo", **{"world.engine": engine, "num_envs": n, **overrides})
+            # minibatches of 2 env rows at every size, as demo has them: every sample takes the same gradient steps
+            cfg = preset("demo", **{"world.engine": engine, "num_envs": n, "ppo.minibatches": max(1, n // 2),
+                                    **overrides})
             spec = {"part": "train", "side": f"{engine} {n}", "config": cfg.to_dict(), "updates": args.updates}
             results[f"{engine} {n}"].append(run_fresh("esper_lab.bench.train", spec, setting, log))
     rows = []

@@ -1,4 +1,5 @@
-"""The sidebar: pick a run, and start a new training run (preset, critic, masks, backend, envs, seed, updates)."""
+"""The sidebar: pick a run, and start a new training run (preset, critic, masks, reward, backend, envs, seed,
+updates)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ DEFAULT_PRESET = "demo"
 
 
 def _presets():
-    """(PRESETS, CRITIC_MODES, MASK_MODES, BACKENDS, preset) from esper_lab.config, or the import error as text."""
+    """(PRESETS, CRITIC_MODES, MASK_MODES, REWARD_MODES, BACKENDS, preset) from esper_lab.config, or the import error
+    as text."""
     try:
-        from esper_lab.config import BACKENDS, CRITIC_MODES, MASK_MODES, PRESETS, preset
+        from esper_lab.config import BACKENDS, CRITIC_MODES, MASK_MODES, PRESETS, REWARD_MODES, preset
     except Exception as exc:  # noqa: BLE001 - a broken trainer install must not take the viewer down
         return f"{type(exc).__name__}: {exc}"
-    return PRESETS, CRITIC_MODES, MASK_MODES, BACKENDS, preset
+    return PRESETS, CRITIC_MODES, MASK_MODES, REWARD_MODES, BACKENDS, preset
 
 
 def pick_run(runs: list[RunRef]) -> RunRef | None:
@@ -36,7 +38,7 @@ def pick_run(runs: list[RunRef]) -> RunRef | None:
 def _apply_preset(preset) -> None:
     cfg = preset(st.session_state["train_preset"])
     st.session_state.update(train_envs=cfg.num_envs, train_updates=cfg.updates, train_critic=cfg.policy.critic,
-                            train_masks=cfg.policy.masks, train_backend=cfg.backend)
+                            train_masks=cfg.policy.masks, train_reward=cfg.world.reward.mode, train_backend=cfg.backend)
 
 
 def _start() -> None:
@@ -44,7 +46,7 @@ def _start() -> None:
     try:
         run_dir = process.start_run(runs_root(), ss["train_preset"], ss["train_critic"], int(ss["train_envs"]),
                                     int(ss["train_seed"]), int(ss["train_updates"]), ss["train_backend"],
-                                    ss["train_masks"])
+                                    ss["train_masks"], ss["train_reward"])
     except Exception as exc:  # noqa: BLE001 - shown to the user
         ss["train_error"] = f"Could not start training: {type(exc).__name__}: {exc}"
         return
@@ -58,7 +60,7 @@ def train_panel(any_running: bool) -> None:
     if isinstance(found, str):
         st.error(f"Training is unavailable: esper_lab.config does not import ({found}).")
         return
-    presets, critics, mask_modes, backends, preset = found
+    presets, critics, mask_modes, reward_modes, backends, preset = found
     if "train_preset" not in st.session_state:
         st.session_state["train_preset"] = DEFAULT_PRESET if DEFAULT_PRESET in presets else sorted(presets)[0]
         st.session_state["train_seed"] = 0
@@ -71,11 +73,18 @@ def train_panel(any_running: bool) -> None:
                  help="conditional: the slot is sampled among the slots where the sampled op can execute, so every "
                       "action executes; independent: Phase 4 as shipped (an op drawn for a slot that cannot take it "
                       "runs as WAIT)")
+    st.selectbox("Reward", reward_modes, key="train_reward",
+                 help="contribution: Phase 4's counterfactual attribution and shaping; simplified: stage potentials, "
+                      "an action cost, final accuracy and fossils; sparse: final reward only (best accuracy minus "
+                      "seed parameters); basic: Esper HEAD's (stage potentials, parameter rent, a FOSSILIZE bonus, the "
+                      "episode's accuracy gain). docs/reward_modes.md")
     st.selectbox("Backend", backends, key="train_backend",
                  help="local: worlds in the trainer's process; process: in worker processes, one per core (the "
                       "demo default); ray: in Ray actors (pip install -e '.[ray]'; docs/scale-out.md)")
     left, right = st.columns(2)
-    left.number_input("Envs", min_value=1, max_value=32, step=1, key="train_envs")
+    minibatches = preset(st.session_state["train_preset"]).ppo.minibatches
+    left.number_input("Envs", min_value=1, max_value=64, step=1, key="train_envs",
+                      help=f"worlds per update; a multiple of this preset's PPO minibatches ({minibatches})")
     right.number_input("Seed", min_value=0, step=1, key="train_seed")
     st.number_input("Updates", min_value=1, max_value=100_000, step=1, key="train_updates")
     st.button("Start", key="start", type="primary", on_click=_start, width="stretch")

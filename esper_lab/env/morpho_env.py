@@ -302,6 +302,7 @@ class World:
             requested_op=requested, executed_op=executed, slot=action.slot, succeeded=succeeded,
             val_acc=self.val_accs[-1], acc_delta=self.val_accs[-1] - self._prev(self.val_accs),
             before=before, after=self.slot_reports(), host_params=self.host_params, terminal=terminal,
+            start_acc=self.val_accs[0], best_acc=self.best_acc,
         )
         terms = compute_reward(outcome, self.cfg.reward)
         self.last_action_success = succeeded

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from esper_lab.actions import BlueprintAction
-from esper_lab.env.batched.seeds import SlotInjector, plan_injectors, trained_stacks
+from esper_lab.env.batched.seeds import SlotInjector, plan_injectors, take_rows, trained_stacks
 from esper_lab.env.batched.stack import ParamStack, RowAdam
 from esper_lab.env.morpho_env import World, WorldReport, accuracies, epoch_timings, for_each_world, torch_threads
 
@@ -178,6 +178,6 @@ class BatchedWorlds:
         if rows != live:
             position = {row: p for p, row in enumerate(live)}
             where = torch.tensor([position[row] for row in rows], dtype=torch.int64)
-            h = h.view(len(live), -1, *h.shape[1:]).index_select(0, where).flatten(0, 1)
+            h = take_rows(h.view(len(live), -1, *h.shape[1:]), where).flatten(0, 1)
         return host.forward_from(h, point, plan, skip)
 

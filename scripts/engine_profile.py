@@ -1,0 +1,135 @@
+"""Where a batched world step spends its time, per world-step, on one thread: the training epoch's backward and Adam
+step, the rest of the training epoch (forward, loss, data), validation with its counterfactual passes, and the rest
+of the step (actions, rewards, reports); beside them the floor, the matrix products alone (`bmm` / `baddbmm`, timed
+where they run, with their FLOPs), and the ATen ops per batched step. One episode of `demo` worlds driven by
+random-legal actions (fixed seed), after a warm-up episode.
+
+    .venv/bin/python scripts/engine_profile.py [--worlds 16,64] [--json results/engine_profile.json]
+
+The timers wrap the ops from outside (no copy of the engine's code), and the op count runs in a separate episode
+under a dispatch mode, so it does not slow the timed one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+import torch  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+from esper_lab.config import preset  # noqa: E402
+from esper_lab.env.batched import engine as batched  # noqa: E402
+from esper_lab.env.batched.stack import RowAdam  # noqa: E402
+from esper_lab.env.vector import VectorEnv  # noqa: E402
+from esper_lab.policy.baselines import RandomLegalPolicy  # noqa: E402
+
+seconds: collections.Counter = collections.Counter()
+flops: collections.Counter = collections.Counter()
+
+
+def timed(owner, name: str, key: str, count_flops=None) -> None:
+    """Replace `owner.name` by a wrapper adding its wall time to `seconds[key]` (and its FLOPs to `flops[key]`)."""
+    inner = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        out = inner(*args, **kwargs)
+        seconds[key] += time.perf_counter() - start
+        if count_flops:
+            flops[key] += count_flops(*args)
+        return out
+
+    setattr(owner, name, wrapper)
+
+
+def bmm_flops(*args) -> int:
+    a, b = args[-2], args[-1]  # bmm(a, b) or baddbmm(c, a, b): [G, M, K] @ [G, K, N]
+    return 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+
+
+class OpCount(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def episode(env: VectorEnv, policy: RandomLegalPolicy) -> int:
+    """One episode; returns the env steps taken."""
+    reports = env.reset()
+    for _ in range(env.cfg.max_epochs - 1):
+        reports, *_ = env.step(policy.act(reports, env.masks()))
+    return env.num_envs * (env.cfg.max_epochs - 1)
+
+
+def profile(worlds: int) -> dict:
+    cfg = preset("demo", **{"world.engine": "batched"}).world
+    env = VectorEnv(cfg, worlds, seed=0)
+    policy = RandomLegalPolicy(seed=0)
+    policy.reset(worlds)
+    episode(env, policy)  # warm-up
+    seconds.clear(), flops.clear()
+    start = time.perf_counter()
+    steps = episode(env, policy)
+    wall = time.perf_counter() - start
+    ms = {k: 1000 * v / steps for k, v in seconds.items()}
+    mflop = (flops["bmm"] + flops["baddbmm"]) / steps / 1e6
+    counter = OpCount()
+    with counter:
+        episode(env, policy)
+    train = ms.pop("train epoch")
+    out = {
+        "worlds": worlds,
+        "ms_per_world_step": 1000 * wall / steps,
+        "backward": ms["backward"],
+        "adam": ms["adam"],
+        "forward_loss_data": train - ms["backward"] - ms["adam"],
+        "validation": ms["validation"],
+        "rest_of_step": 1000 * wall / steps - train - ms["validation"],
+        "matmul": ms["bmm"] + ms["baddbmm"],
+        "matmul_mflop_per_world_step": mflop,
+        "aten_ops_per_batched_step": counter.ops / (cfg.max_epochs - 1),
+    }
+    out["matmul_gflops"] = out["matmul_mflop_per_world_step"] / out["matmul"]
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worlds", default="16,64")
+    parser.add_argument("--json", type=Path, default=REPO / "results" / "engine_profile.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    timed(batched.BatchedWorlds, "_train_epoch", "train epoch")
+    timed(batched.BatchedWorlds, "_validate", "validation")
+    timed(RowAdam, "step", "adam")
+    timed(torch.autograd, "backward", "backward")
+    timed(torch, "bmm", "bmm", bmm_flops)
+    timed(torch, "baddbmm", "baddbmm", bmm_flops)
+    rows = [profile(int(n)) for n in args.worlds.split(",")]
+    keys = ("ms_per_world_step", "forward_loss_data", "backward", "adam", "validation", "rest_of_step", "matmul")
+    print("| worlds | ms / world-step | forward, loss, data | backward | Adam | validation | rest of step "
+          "| matmul alone | matmul MFLOP | matmul GFLOP/s | ATen ops / batched step |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        cells = " | ".join(f"{r[k]:.2f}" for k in keys)
+        print(f"| {r['worlds']} | {cells} | {r['matmul_mflop_per_world_step']:.0f} | {r['matmul_gflops']:.0f} "
+              f"| {r['aten_ops_per_batched_step']:,.0f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"threads": 1, "rows": rows}, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
