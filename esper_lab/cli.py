@@ -111,7 +111,7 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--updates", type=_int_at_least(1), default=3, help="updates to time (bench train; default: 3)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="bench train: a config field of the measured run (repeatable); it is measured back to back "
-                        "against the same config with world.engine=sequential, num_envs=4, ppo.minibatches=2")
+                        "against the same config with world.engine=sequential, num_envs=4 and the preset's ppo.minibatches")
     p.add_argument("--threads", type=_int_at_least(1), default=2, help="torch threads (default: 2; bench train uses the config's, "
                    "--set torch_threads=N)")
     p.add_argument("--json", type=Path,
@@ -343,7 +343,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from esper_lab.bench.train import REFERENCE, back_to_back
 
         cfg = preset(name, **{path: value for _, path, value in _set_items(args.set)})
-        result = back_to_back(cfg, with_overrides(cfg, **REFERENCE), updates=args.updates, rounds=args.rounds,
+        # the reference keeps the preset's own PPO minibatches: a --set for more worlds may set more minibatches
+        reference = with_overrides(cfg, **REFERENCE, **{"ppo.minibatches": preset(name).ppo.minibatches})
+        result = back_to_back(cfg, reference, updates=args.updates, rounds=args.rounds,
                               log=Progress("bench train"))
         figures = {f"{label}.{key}": value for label in ("measured", "reference") for key, value in result[label].items()}
         figures["sps_ratio"] = result["sps_ratio"]

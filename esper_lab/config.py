@@ -279,7 +279,7 @@ class WorldConfig:
     'sequential' (one after another) or 'batched' (their hosts and seeds train as one stacked computation,
     env/batched/; the same numbers, bit for bit but for the last bits of the reported train loss)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
-    """Contribution-reward constants, and the discount `reward.gamma` that PPO uses too."""
+    """The reward mode and every constant of the reward modes, and the discount `reward.gamma` that PPO uses too."""
 
 
 @dataclass
@@ -393,27 +393,13 @@ def _tiny() -> TrainConfig:
     )
 
 
-BATCHED_WORLDS = 16
-"""Worlds per update of `demo` and `phase4` (batched engine): the env steps per second it buys over 4 sequential
-worlds levels off past 16 while the updates per minute keep halving (README, "A batched world engine")."""
-
-
-SEQUENTIAL_DEMO = {"world.engine": "sequential", "num_envs": 4, "ppo.minibatches": 2}
-"""The overrides that make `demo` what it was before the batched engine: 4 worlds stepped one after another, 2
-minibatches. `bench train` measures against it; `bench compare` part C runs on it (SB3 steps its worlds one by one)."""
-
-
 def _demo() -> TrainConfig:
-    # worlds in worker processes (docs/performance.md), each worker's worlds as one batch; minibatches of 2 env rows
-    # as with 4 worlds and 2 minibatches before, so every sample still takes the same number of gradient steps
-    return TrainConfig(preset="demo", backend="process", num_envs=BATCHED_WORLDS,
-                       world=WorldConfig(engine="batched"), ppo=PPOConfig(minibatches=BATCHED_WORLDS // 2))
+    return TrainConfig(preset="demo", backend="process")  # worlds in worker processes: docs/performance.md
 
 
 def _phase4() -> TrainConfig:
-    return TrainConfig(preset="phase4", updates=100, backend="process", num_envs=BATCHED_WORLDS,
-                       world=WorldConfig(max_epochs=150, engine="batched"),
-                       ppo=PPOConfig(minibatches=BATCHED_WORLDS // 4))  # 4 env rows per minibatch, as before
+    return TrainConfig(preset="phase4", updates=100, backend="process", world=WorldConfig(max_epochs=150),
+                       ppo=PPOConfig(minibatches=1))
 
 
 PRESETS = {"tiny": _tiny, "demo": _demo, "phase4": _phase4}

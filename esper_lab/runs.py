@@ -61,6 +61,9 @@ PPO_METRIC_KEYS = (
 )
 METRIC_KEYS = ROLLOUT_METRIC_KEYS + PPO_METRIC_KEYS
 assert len(set(METRIC_KEYS)) == len(METRIC_KEYS), "a metric name is defined twice"
+# Beside them, one `reward_term_<name>` per term of env.reward.REWARD_TERMS (rl/trainer.py writes them; this layer
+# cannot import env, so readers find them by the prefix; runs from before issue 17 lack them).
+REWARD_TERM_PREFIX = "reward_term_"
 CHECKPOINT_SCHEMA = "esper_lab.checkpoint/1"
 CHECKPOINT_KEYS = ("config", "update", "env_steps", "policy", "obs_norm", "optimizer", "reward_norm", "torch_rng")
 DEFAULT_RUNS_ROOT = "runs"

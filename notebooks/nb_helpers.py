@@ -70,14 +70,6 @@ def by_size(size: str, *, ci: Any, full: Any) -> Any:
     return ci if size == "ci" else full
 
 
-def lab_preset(size: str, **overrides: Any):
-    """The config a notebook trains at `size`: `tiny` at ci; at full, `demo` on its 4 worlds stepped one after
-    another (`SEQUENTIAL_DEMO`), the world and network of `demo` at a few seconds per update."""
-    from esper_lab.config import SEQUENTIAL_DEMO, preset
-
-    return preset(by_size(size, ci="tiny", full="demo"), **by_size(size, ci={}, full=SEQUENTIAL_DEMO), **overrides)
-
-
 def expect_error(fn: Callable[[], Any], exc_type: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException:
     """Call `fn`, which must raise `exc_type`; return the exception (so a cell can print its message).
 

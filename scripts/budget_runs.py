@@ -12,6 +12,7 @@ world of seeds 0 to 4 uses them), beside the baselines.
     .venv/bin/python scripts/budget_runs.py --prefix engine --variant batched   # demo as it is, 3 seeds x 10 min
     .venv/bin/python scripts/budget_runs.py --minutes 1 --seeds 0         # a quick look
     .venv/bin/python scripts/budget_runs.py --summarize-only              # the table from results/ (printed only)
+    .venv/bin/python scripts/budget_runs.py --seeds 0 ...; ... --summarize-only --write-summary   # re-run one seed
 
 Runs go to `--runs-root` (default /tmp/esper-budget-runs, not the user's runs/); evaluations and the summary to
 `results/<prefix>-<budget>-<variant>-s<seed>.json` and `results/<prefix>-<budget>-summary.json` (budget `10min` or
@@ -30,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from esper_lab.runs import RunReader  # noqa: E402
+from esper_lab.stats import paired_difference  # noqa: E402
 
 MASK_VARIANTS = ("conditional:policy.masks=conditional", "independent:policy.masks=independent")
 EVAL_SEED = 5_000_000
@@ -108,7 +110,32 @@ def summarize(args: argparse.Namespace) -> dict:
                                        "illegal_fraction": r["illegal_fraction"],
                                        "seed_params": r["seed_params_mean"]}
                                 for name, r in json.loads(baselines.read_text()).items()}
+        summary["paired"] = paired(summary, args, json.loads(baselines.read_text()))
     return summary
+
+
+PAIRED_METRICS = {"final_val_acc": "final_val_acc_list", "return": "return_list"}
+
+
+def paired(summary: dict, args: argparse.Namespace, baselines: dict) -> list[dict]:
+    """Each variant, pooled over its seeds' evaluation episodes, minus each baseline and minus the first variant,
+    paired by episode seed (and by run seed against a variant): mean difference with its 95 % t interval."""
+    by_seed = lambda r: dict(zip(r["episode_seed"], zip(*(r[k] for k in PAIRED_METRICS.values()))))  # noqa: E731
+    trained = {mode: {s: by_seed(json.loads(eval_json(mode, s, args).read_text())["trained"])
+                      for s in summary["modes"][mode]["seeds"]} for mode in summary["modes"]}
+    first = next(iter(trained))
+    rows = []
+    for mode, seeds in trained.items():
+        others = {f"{name} (baseline)": {s: by_seed(r) for s in seeds} for name, r in baselines.items()}
+        if mode != first:
+            others[first] = trained[first]
+        for other, theirs in others.items():
+            pairs = [(mine[e], theirs[s][e]) for s, mine in seeds.items() if s in theirs for e in mine if e in theirs[s]]
+            row = {"variant": mode, "versus": other, "episodes": len(pairs)}
+            for i, metric in enumerate(PAIRED_METRICS):
+                row[metric] = paired_difference([a[i] for a, _ in pairs], [b[i] for _, b in pairs]).as_dict()
+            rows.append(row)
+    return rows
 
 
 def table(summary: dict) -> str:
@@ -126,6 +153,13 @@ def table(summary: dict) -> str:
         lines.append(f"| {name} (baseline) | | | | | {100 * b['illegal_fraction']:.1f} % | "
                      f"{b['return'][0]:.1f} ± {b['return'][1]:.1f} | "
                      f"{b['final_val_acc'][0]:.1f} ± {b['final_val_acc'][1]:.1f} | {b['seed_params']:.0f} |")
+    if summary.get("paired"):
+        lines += ["", "| variant | minus | episodes (paired by episode seed) | final val acc, points [95 % CI] | "
+                  "return [95 % CI] |", "|---|---|---|---|---|"]
+        ci = lambda d: f"{d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]" if d["low"] is not None else "n/a"  # noqa: E731
+        for r in summary["paired"]:
+            lines.append(f"| {r['variant']} | {r['versus']} | {r['episodes']} | {ci(r['final_val_acc'])} | "
+                         f"{ci(r['return'])} |")
     return "\n".join(lines)
 
 
@@ -140,7 +174,9 @@ def main() -> int:
     parser.add_argument("--prefix", default="masks", help="results file prefix (default masks)")
     parser.add_argument("--runs-root", type=Path, default=Path("/tmp/esper-budget-runs"))
     parser.add_argument("--out", type=Path, default=REPO / "results")
-    parser.add_argument("--summarize-only", action="store_true")
+    parser.add_argument("--summarize-only", action="store_true", help="only print the table from results/")
+    parser.add_argument("--write-summary", action="store_true", help="with --summarize-only: also write the summary "
+                        "JSON (over every seed whose evaluation is in results/)")
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.variants = dict(parse_variant(v) for v in (args.variant or MASK_VARIANTS))
@@ -153,7 +189,7 @@ def main() -> int:
             for mode in args.variants:
                 train_and_evaluate(mode, seed, args)
     summary = summarize(args)
-    if not args.summarize_only:  # the runs of an earlier session may be gone: only a fresh run rewrites the summary
+    if not args.summarize_only or args.write_summary:  # earlier runs may be gone: rewrite only when asked
         (args.out / f"{args.prefix}-{budget_name(args)}-summary.json").write_text(json.dumps(summary, indent=2))
     print(table(summary))
     return 0

@@ -381,8 +381,8 @@ def test_evaluate_refuses_a_checkpoint_whose_config_is_not_allowed(tiny_run, tmp
 def test_dashboard_start_refuses_a_bad_config_before_creating_a_run(runs_dir):
     from app import process
 
-    with pytest.raises(ConfigError, match=r"^num_envs = 12: must be a multiple of ppo.minibatches \(8\)$"):
-        process.start_run(runs_dir, "demo", "q_op", num_envs=12, seed=0, updates=10)
+    with pytest.raises(ConfigError, match=r"^num_envs = 3: must be a multiple of ppo.minibatches \(2\)$"):
+        process.start_run(runs_dir, "demo", "q_op", num_envs=3, seed=0, updates=10)
     assert not any(runs_dir.iterdir())
 
 
@@ -393,8 +393,8 @@ def test_train_panel_shows_the_config_error(runs_dir):
 
     at = AppTest.from_file(str(DASHBOARD), default_timeout=30).run()
     at.selectbox(key="train_preset").set_value("demo").run()
-    at.number_input(key="train_envs").set_value(12)
+    at.number_input(key="train_envs").set_value(3)
     at.button(key="start").click().run()
     assert not at.exception
-    assert any("num_envs = 12: must be a multiple of ppo.minibatches (8)" in e.value for e in at.error)
+    assert any("num_envs = 3: must be a multiple of ppo.minibatches (2)" in e.value for e in at.error)
     assert not any(runs_dir.iterdir())

@@ -12,9 +12,10 @@ import torch
 
 from esper_lab.actions import HEAD_INDEX, HEAD_NAMES
 from esper_lab.config import preset
+from esper_lab.env.reward import REWARD_TERMS
 from esper_lab.features import OBS_DIM, batch_obs_to_features
 from esper_lab.rl.trainer import Trainer, episode_seeds
-from esper_lab.runs import METRIC_KEYS, CheckpointError, RunDirError, RunReader, load_checkpoint
+from esper_lab.runs import METRIC_KEYS, REWARD_TERM_PREFIX, CheckpointError, RunDirError, RunReader, load_checkpoint
 
 TIMING_KEYS = {"time_s", "sps", "rollout_seconds", "env_seconds", "policy_seconds", "update_seconds"}
 
@@ -113,7 +114,8 @@ def test_run_directory_has_every_file_and_metric_key(tmp_path):
     reader = RunReader(run)
     assert reader.status()["state"] == "finished"
     rows = reader.metrics()
-    assert len(rows) == 2 and all(set(r) == set(METRIC_KEYS) for r in rows)
+    keys = set(METRIC_KEYS) | {f"{REWARD_TERM_PREFIX}{name}" for name in REWARD_TERMS}  # and the reward terms
+    assert len(rows) == 2 and all(set(r) == keys for r in rows)
     assert reader.snapshot_updates() == [1, 2]
     snap = reader.latest_snapshot()
     assert torch.tensor(snap["embedding"]).shape == (14, 4)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from esper_lab.bench.timing import Log, Progress, quiet, summarize
-from esper_lab.config import SEQUENTIAL_DEMO, TrainConfig
+from esper_lab.config import TrainConfig
 
 
 def bench_train(cfg: TrainConfig, updates: int = 3) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def bench_train(cfg: TrainConfig, updates: int = 3) -> dict[str, Any]:
     }
 
 
-REFERENCE = SEQUENTIAL_DEMO
+REFERENCE = {"world.engine": "sequential", "num_envs": 4}
 """What `bench train` measures a config against: the worlds stepped one after another, 4 per update (the `demo`
 preset before the batched engine)."""
 SHARED = ("sps", "seconds_per_update", "env_seconds", "policy_seconds", "update_seconds", "env_fraction",

@@ -118,8 +118,8 @@ class RayVectorEnv(GroupedVectorEnv):
     """`num_envs` worlds in `workers` Ray actors; the interface and the numbers of `VectorEnv`.
 
     `workers=None` puts one world per actor, as many actors as the cluster's CPUs hold at `cpus_per_actor` each
-    (so `demo`'s 16 worlds go 8 per actor on a 2-core machine, each actor's as one batch). Raises `ConfigError` at
-    once when the requested actors can never fit the cluster (rather than waiting for resources that will not come).
+    (so `demo`'s 4 worlds go 2 per actor on a 2-core machine). Raises `ConfigError` at once when the requested
+    actors can never fit the cluster (rather than waiting for resources that will not come).
     """
 
     def __init__(

@@ -1,10 +1,11 @@
 """One rollout: every world plays one whole episode into the buffer, then the truncated last step is bootstrapped.
 
 `collect` reads like the inner loop of CleanRL's `ppo_atari_lstm.py`: act, step, store, carry the hidden state.
-Everything that only watches (timers, op counts, illegal actions, returns, lifecycle events, swimlane ticks) goes
-to a `Telemetry`, so the loop holds nothing but the algorithm. Three things agree by construction (DESIGN.md):
-the op the value is conditioned on is the op acted on (one `get_action` returns both), the blueprint indices and
-the normalised observation stored are the ones the policy saw (one `Observation` is both acted on and stored).
+Everything that only watches (timers, op counts, illegal actions, returns and their reward terms, lifecycle events,
+swimlane ticks) goes to a `Telemetry`, so the loop holds nothing but the algorithm. Three things agree by construction
+(DESIGN.md): the op the value is conditioned on is the op acted on (one `get_action` returns both), the blueprint
+indices and the normalised observation stored are the ones the policy saw (one `Observation` is both acted on and
+stored).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Telemetry:
     update: int  # the update this rollout feeds (1-based), stamped on every event
     trace: bool = False  # also record every occupied slot's stage and alpha at every epoch (snapshot updates)
     episode_returns: torch.Tensor | None = None  # [E] raw (un-normalised) return
+    reward_terms: dict[str, torch.Tensor] = field(default_factory=dict)  # term -> [E] raw sum over the episode
     op_counts: torch.Tensor = field(default_factory=lambda: torch.zeros(NUM_OPS, dtype=torch.long))  # [6]
     illegal: int = 0  # actions that could not execute as requested (they ran as WAIT)
     steps: int = 0  # env steps seen (E per step)
@@ -40,6 +42,9 @@ class Telemetry:
         """One step of E worlds: `actions [E, 8]`, raw `rewards [E]`, the post-step reports and infos."""
         self.episode_returns = rewards.clone() if self.episode_returns is None else self.episode_returns + rewards
         self.op_counts += torch.bincount(actions[:, HEAD_INDEX["op"]], minlength=NUM_OPS)
+        for name in (infos[0].get("reward_terms", {}) if infos else {}):  # info["reward_terms"]: every term
+            step = torch.tensor([info["reward_terms"][name] for info in infos], dtype=torch.float64)  # [E]
+            self.reward_terms[name] = self.reward_terms.get(name, 0.0) + step
         self.illegal += sum(bool(info.get("illegal")) for info in infos)
         self.steps += len(infos)
         self.events += [{"kind": "transition", "update": self.update, "env": i,

@@ -23,6 +23,7 @@ from esper_lab.agent import Agent
 from esper_lab.config import TrainConfig
 from esper_lab.env.backends import close_vector_env, make_vector_env
 from esper_lab.env.morpho_env import SUMMARY_KEY
+from esper_lab.env.reward import REWARD_TERMS
 from esper_lab.evaluate import evaluate_policies
 from esper_lab.features import OBS_DIM
 from esper_lab.policy.baselines import BASELINES
@@ -31,8 +32,8 @@ from esper_lab.rl import probes
 from esper_lab.rl.buffer import RolloutBuffer
 from esper_lab.rl.ppo import PPOUpdater
 from esper_lab.rl.rollout import Rollout, Telemetry, collect
-from esper_lab.runs import (METRIC_KEYS, ROLLOUT_METRIC_KEYS, RunWriter, load_checkpoint, read_cached, restoring,
-                            write_cached)
+from esper_lab.runs import (METRIC_KEYS, REWARD_TERM_PREFIX, ROLLOUT_METRIC_KEYS, RunWriter, load_checkpoint,
+                            read_cached, restoring, write_cached)
 
 
 class StopRequested(Exception):
@@ -87,7 +88,8 @@ class Trainer:
                        Telemetry(update=self.update_idx + 1, trace=trace))
 
     def train_step(self) -> dict[str, Any]:
-        """One update: rollout, normaliser update, PPO. Returns the metrics record (keys = `runs.METRIC_KEYS`)."""
+        """One update: rollout, normaliser update, PPO. Returns the metrics record (keys = `runs.METRIC_KEYS`, then
+        one `reward_term_<name>` per `REWARD_TERMS`)."""
         start = time.perf_counter()
         snapshot_now = (self.update_idx + 1) % self.cfg.snapshot_every == 0
         rollout = self.collect(trace=snapshot_now)
@@ -109,7 +111,8 @@ class Trainer:
         return record
 
     def _record(self, ro: Rollout, ppo: dict[str, Any], rollout_s: float, update_s: float, total_s: float) -> dict:
-        """The metrics.jsonl record of this update: the rollout's keys, then every key PPO computed."""
+        """The metrics.jsonl record of this update: the rollout's keys, every key PPO computed, then each reward term's
+        raw sum over a world's episode, averaged over the worlds (they add up to `episode_return`)."""
         tm = ro.telemetry
         summaries = [info.get(SUMMARY_KEY, {}) for info in ro.final_infos]
 
@@ -141,7 +144,9 @@ class Trainer:
         }
         assert tuple(record) == ROLLOUT_METRIC_KEYS, "the rollout record and runs.ROLLOUT_METRIC_KEYS disagree"
         record.update(ppo)
-        return {key: record[key] for key in METRIC_KEYS}
+        terms = {f"{REWARD_TERM_PREFIX}{name}": tm.reward_terms[name].mean().item() if name in tm.reward_terms
+                 else float("nan") for name in REWARD_TERMS}
+        return {**{key: record[key] for key in METRIC_KEYS}, **terms}
 
     # --- the loop -----------------------------------------------------------------------------------------------
 

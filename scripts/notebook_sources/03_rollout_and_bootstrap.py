@@ -29,7 +29,7 @@ assert SIZE in ("ci", "full"), SIZE
 import torch
 from IPython.display import Markdown, display
 
-from nb_helpers import expect_error, lab_preset, markdown_table, setup
+from nb_helpers import by_size, expect_error, markdown_table, setup
 
 setup(seed=0, threads=2)
 print("notebook size:", SIZE)
@@ -47,11 +47,12 @@ print("notebook size:", SIZE)
 
 # %%
 # NBVAL_CHECK_OUTPUT
+from esper_lab.config import preset
 from esper_lab.env.vector import VectorEnv
 from esper_lab.features import OBS_DIM, batch_obs_to_features
 
 E = 4
-world = lab_preset(SIZE).world
+world = preset(by_size(SIZE, ci="tiny", full="demo")).world
 envs = VectorEnv(world, E, seed=0)
 reports = envs.reset([100, 101, 102, 103])
 states_batch, blueprint_indices_batch = batch_obs_to_features(reports)
@@ -76,7 +77,7 @@ from esper_lab.actions import HEAD_INDEX, HEAD_NAMES, LifecycleOp
 from esper_lab.agent import Agent
 
 torch.manual_seed(1)
-policy = Agent.from_config(lab_preset(SIZE).policy)  # network + obs normaliser
+policy = Agent.from_config(preset(by_size(SIZE, ci="tiny", full="demo")).policy)  # network + obs normaliser
 T = world.max_epochs
 
 reports = envs.reset([100, 101, 102, 103])
@@ -168,7 +169,7 @@ assert not torch.allclose(boot.value, pre_action.value)
 from nb_helpers import spy_on
 from esper_lab.rl.trainer import Trainer
 
-cfg = lab_preset(SIZE, seed=0)
+cfg = preset(by_size(SIZE, ci="tiny", full="demo"), seed=0)
 trainer = Trainer(cfg)
 with spy_on(trainer.envs, "step") as steps:
     trainer.collect()

@@ -31,7 +31,7 @@ assert SIZE in ("ci", "full"), SIZE
 import torch
 from IPython.display import Markdown, display
 
-from nb_helpers import by_size, lab_preset, markdown_table, setup
+from nb_helpers import by_size, markdown_table, setup
 
 setup(seed=0, threads=2)
 print("notebook size:", SIZE)
@@ -40,13 +40,13 @@ print("notebook size:", SIZE)
 # ## 1. A real rollout to update on
 #
 # The trainer collects one episode in every world (notebook 03 walks through it) and leaves it in its buffer. At
-# `full` size this is the `demo` preset on 4 worlds stepped one after another (30 epochs each, the Phase 4 network;
-# `nb_helpers.lab_preset`); at `ci` size the `tiny` preset.
+# `full` size this is the `demo` preset (4 worlds × 30 epochs, the Phase 4 network); at `ci` size the `tiny` preset.
 
 # %%
+from esper_lab.config import preset
 from esper_lab.rl.trainer import Trainer
 
-cfg = lab_preset(SIZE, seed=0)
+cfg = preset(by_size(SIZE, ci="tiny", full="demo"), seed=0)
 trainer = Trainer(cfg)  # no run directory: nothing is written
 rollout = trainer.collect()
 batch = trainer.buffer.batched()
@@ -270,12 +270,12 @@ import esper_lab.rl.ppo as ppo_module
 from esper_lab.plots.compare import overlay
 from nb_helpers import spy_on
 
-MODE_UPDATES = by_size(SIZE, ci=2, full=5)
-mode_cfg = lab_preset(SIZE)
+MODE_PRESET, MODE_UPDATES = by_size(SIZE, ci="tiny", full="demo"), by_size(SIZE, ci=2, full=5)
+mode_cfg = preset(MODE_PRESET)
 steps_per_update = mode_cfg.num_envs * mode_cfg.world.max_epochs
 mode_records, ran_as_wait_share = {}, {}
 for mode in ("conditional", "independent"):
-    mode_trainer = Trainer(lab_preset(SIZE, seed=0, **{"policy.masks": mode}))  # no run directory
+    mode_trainer = Trainer(preset(MODE_PRESET, seed=0, **{"policy.masks": mode}))  # no run directory
     try:
         with spy_on(mode_trainer.agent, "evaluate_relevant") as evals, spy_on(ppo_module, "relevance") as credits:
             mode_records[mode] = mode_trainer.run(MODE_UPDATES)

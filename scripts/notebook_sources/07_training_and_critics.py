@@ -17,8 +17,7 @@
 # [esper_lab/rl/probes.py](../esper_lab/rl/probes.py) (snapshots), [esper_lab/config.py](../esper_lab/config.py)
 # (presets) and the critic modes in [esper_lab/policy/network.py](../esper_lab/policy/network.py).
 #
-# At `full` size each critic trains on the `demo` preset, on 4 worlds stepped one after another (`nb_helpers.lab_preset`),
-# for the same 20 updates (two to three minutes each on a quiet
+# At `full` size each critic trains on the `demo` preset for the same 20 updates (two to three minutes each on a quiet
 # 2-core development machine, much longer when it is shared); at `ci` size the `tiny` preset runs 2 updates per critic, which checks the
 # plumbing but is far too short to learn anything, so the verdicts at the end say "inconclusive" there.
 
@@ -37,7 +36,7 @@ from pathlib import Path
 import torch
 from IPython.display import Markdown, display
 
-from nb_helpers import by_size, lab_preset, markdown_table, setup
+from nb_helpers import by_size, markdown_table, setup
 
 setup(seed=0, threads=2)
 print("notebook size:", SIZE)
@@ -51,10 +50,11 @@ print("notebook size:", SIZE)
 # a temporary directory), else in the repository's `runs/` (git-ignored), where the dashboard lists them.
 
 # %%
-from esper_lab.config import CRITIC_MODES
+from esper_lab.config import CRITIC_MODES, preset
 from esper_lab.rl.trainer import Trainer
 from esper_lab.runs import runs_root
 
+PRESET = by_size(SIZE, ci="tiny", full="demo")
 UPDATES = by_size(SIZE, ci=2, full=20)
 SNAPSHOT_EVERY = by_size(SIZE, ci=1, full=2)
 # this notebook runs in notebooks/, where runs_root()'s default ("./runs") would be notebooks/runs: without
@@ -65,7 +65,7 @@ seconds = {}
 for critic in CRITIC_MODES:
     run_dir = RUNS / critic
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run every time the notebook runs
-    cfg = lab_preset(SIZE, seed=0, updates=UPDATES, snapshot_every=SNAPSHOT_EVERY, checkpoint_every=UPDATES,
+    cfg = preset(PRESET, seed=0, updates=UPDATES, snapshot_every=SNAPSHOT_EVERY, checkpoint_every=UPDATES,
                  **{"policy.critic": critic})
     t0 = time.perf_counter()
     records = Trainer(cfg, run_dir).run()

@@ -1,7 +1,7 @@
 """Part C: the same world. Our `Trainer` and sb3-contrib's RecurrentPPO learn on MorphoEnv (the `demo` preset) for
 the same wall-clock budget per run, then play the same unseen evaluation episodes.
 
-- ours: `Trainer(preset(name, seed=s, **SEQUENTIAL_DEMO))` (4 worlds, one after another) with `max_minutes` = the budget (it stops after the first update that ends
+- ours: `Trainer(preset(name, seed=s))` with `max_minutes` = the budget (it stops after the first update that ends
   past it), evaluated through `agent.AgentPolicy` (the network and its observation normaliser, sampling
   like `esper-lab evaluate --checkpoint` does by default, i.e. not deterministic).
 - SB3: RecurrentPPO("MultiInputLstmPolicy"): SB3's default two-LSTM layout (actor LSTM and critic LSTM), LSTM width =
@@ -27,7 +27,7 @@ from typing import Any, Callable
 import torch
 
 from esper_lab.bench.timing import Log, quiet
-from esper_lab.config import SEQUENTIAL_DEMO, TrainConfig, preset
+from esper_lab.config import TrainConfig, preset
 from esper_lab.evaluate import evaluate_policies
 
 EVAL_SEED = 1000
@@ -69,10 +69,9 @@ class SameWorldConfig:
 
 
 def train_config(cfg: SameWorldConfig, seed: int) -> TrainConfig:
-    """The preset for `seed` on `SEQUENTIAL_DEMO`'s worlds (4, stepped one by one as SB3's vector env steps its
-    envs), with the thread count, the budget and updates high enough for the budget to decide."""
+    """The preset for `seed`, with the thread count, the budget and updates high enough for the budget to decide."""
     return preset(cfg.preset, **{"seed": seed, "torch_threads": cfg.threads, "max_minutes": cfg.budget_minutes,
-                                 "updates": 10**9, **SEQUENTIAL_DEMO, **cfg.overrides})
+                                 "updates": 10**9, **cfg.overrides})
 
 
 def _evaluation(policy, train_cfg: TrainConfig, cfg: SameWorldConfig) -> dict[str, Any]:
