@@ -2,13 +2,12 @@
 PRUNE's forfeit), one discount for every mode with potential shaping, and the `mode` field through the config.
 The contribution mode's own terms are pinned in test_reward.py."""
 
-import math
 from dataclasses import replace
 
 import pytest
 
 from esper_lab import cli
-from esper_lab.actions import AlphaMode, BlendOp, BlueprintAction, LifecycleOp, SeedStage
+from esper_lab.actions import AlphaMode, LifecycleOp, SeedStage
 from esper_lab.config import PRESETS, REWARD_MODES, ConfigError, RewardConfig, TrainConfig, WorldConfig, preset
 from esper_lab.env.morpho_env import World
 from esper_lab.env.reward import (
@@ -20,9 +19,9 @@ from esper_lab.env.reward import (
     harmonic_mean,
     world_potential,
 )
-from esper_lab.env.slot import SlotReport
 
-HOST = 400
+from test_reward import HOST, seed  # the same hand-built slot reports as the contribution tests
+
 GAMMA = RewardConfig().gamma
 MODE_TERMS = {  # the terms each mode may pay; every other term stays 0
     "contribution": set(REWARD_TERMS) - {"fossilize"},
@@ -30,17 +29,6 @@ MODE_TERMS = {  # the terms each mode may pay; every other term stays 0
     "sparse": {"terminal"},
     "basic": {"pbrs", "rent", "fossilize", "terminal"},
 }
-
-
-def seed(stage=SeedStage.BLENDING, **kw) -> SlotReport:
-    values = dict(
-        slot_id="r0c0", stage=stage, blueprint=BlueprintAction.CONV_LIGHT, alpha=1.0, alpha_target=1.0,
-        alpha_mode=AlphaMode.HOLD, alpha_steps_total=3, alpha_steps_done=3, alpha_velocity=0.0, blend_op=BlendOp.ADD,
-        tempo_epochs=3, contribution=None, contribution_velocity=0.0, interaction_sum=0.0, gradient_norm=0.1,
-        gradient_health=1.0, gradient_health_prev=1.0, has_vanishing=False, has_exploding=False, epochs_in_stage=0,
-        seed_age=5, epochs_since_counterfactual=None, acc_at_germination=50.0, seed_params=0, prune_pending=False,
-    )
-    return SlotReport(**{**values, **kw})
 
 
 def outcome(before, after=None, op=LifecycleOp.WAIT, requested=None, slot=0, val_acc=55.0, terminal=False,
