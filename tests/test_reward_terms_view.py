@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import DASHBOARD
+from test_dashboard import charts  # every plotly chart on the page: title -> traces
 from esper_lab.config import preset
 from esper_lab.env.reward import REWARD_TERMS
 from esper_lab.plots import rewards
@@ -138,21 +139,13 @@ def compare_view(chosen: list[str]) -> AppTest:
     return at
 
 
-def plotly_charts(at: AppTest) -> dict[str, list[dict]]:
-    out = {}
-    for element in at.get("plotly_chart"):
-        spec = json.loads(element.proto.spec)
-        out[spec["layout"]["title"]["text"]] = spec["data"]
-    return out
-
-
 def outcome_table(at: AppTest):
     return next(t.value for t in at.dataframe if "reward mode" in t.value.columns)
 
 
 def test_compare_view_shows_the_table_the_terms_and_what_each_policy_farms(lesson_runs):
     at = compare_view(["contrib", "basic"])
-    traces = plotly_charts(at)[rewards.TITLE]
+    traces = charts(at)[rewards.TITLE]
     assert [t["name"] for t in traces] == ["attribution", "pbrs", "rent", "episode_return",
                                            "pbrs", "rent", "fossilize", "terminal", "episode_return"]
     table = outcome_table(at)
@@ -168,7 +161,7 @@ def test_compare_view_notes_an_old_run_without_terms(lesson_runs):
     at = compare_view(["contrib", "old"])
     assert any("No per-term reward breakdown for old" in i.value for i in at.info)
     assert list(outcome_table(at)["run"]) == ["contrib", "old"]  # the old run is still in the table
-    traces = plotly_charts(at)[rewards.TITLE]
+    traces = charts(at)[rewards.TITLE]
     assert [t["name"] for t in traces] == ["attribution", "pbrs", "rent", "episode_return"]  # its subplot only
 
 
@@ -177,5 +170,5 @@ def test_compare_view_with_only_old_runs_has_no_breakdown(runs_dir):
     make_run(runs_dir, "old-b", updates=4, seed=1)
     at = compare_view(["old-a", "old-b"])
     assert any("No per-term reward breakdown for old-a, old-b" in i.value for i in at.info)
-    assert rewards.TITLE not in plotly_charts(at)
+    assert rewards.TITLE not in charts(at)
     assert list(outcome_table(at)["reward mode"]) == ["contribution", "contribution"]
