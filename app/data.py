@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from esper_lab.runs import RunReader, list_runs, read_json, runs_root
+from esper_lab.runs import TRUTH_FILE, RunReader, list_runs, read_json, read_jsonl, runs_root
 
 Signature = tuple[str, int, int]
 
@@ -35,6 +35,8 @@ def _cached(kind: str, sig: Signature) -> Any:
         return tuple(reader.events())
     if kind == "json":
         return read_json(path)
+    if kind == "jsonl":
+        return tuple(read_jsonl(path))
     raise ValueError(kind)
 
 
@@ -100,6 +102,12 @@ def snapshots(run_dir: Path) -> list[dict]:
     """Every readable snapshot, oldest first."""
     found = (snapshot(run_dir, u) for u in snapshot_updates(run_dir))
     return [s for s in found if s is not None]
+
+
+def truth(run_dir: Path) -> tuple[dict, ...]:
+    """snapshots/truth.jsonl records (the critic's Monte Carlo ground truth, one per probe state measured at an
+    update), oldest first; () for a run without any."""
+    return _load("jsonl", run_dir / TRUTH_FILE, ())
 
 
 @dataclass(frozen=True)

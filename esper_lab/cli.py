@@ -1,4 +1,4 @@
-"""`esper-lab train | evaluate | dashboard | bench`."""
+"""`esper-lab train | evaluate | probe | dashboard | bench`."""
 
 from __future__ import annotations
 
@@ -62,6 +62,25 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=_int_at_least(1), default=10, help="episodes per policy (default: 10)")
     p.add_argument("--seed", type=_int_at_least(0), default=0, help="first world seed (default: 0)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
+
+
+def _probe_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probe", help="measure the critic against Monte Carlo ground truth on the probe states",
+                       description="From each probe state of the checkpoint's run, every legal op is taken K times "
+                       "and the checkpoint's policy plays to the end of the episode: the mean discounted return per "
+                       "op (in the critic's own units: the run's reward normaliser and truncation bootstrap) is "
+                       "Q^pi(s, op), shown beside the critic's Q(s, op) with a "
+                       f"{100 * LEVEL:.0f} % interval. Appends the records to the run's snapshots/truth.jsonl.")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint.pt of a training run")
+    p.add_argument("--states", default="all", help="probe states to measure: 'all' or indices such as 0,2 "
+                   "(default: all)")
+    p.add_argument("--rollouts", type=_int_at_least(2), default=16, help="rollouts per op, K (default: 16)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the policy's samples (default: 0)")
+    p.add_argument("--backend", default="process", choices=("local", "process"),
+                   help="where the rollouts' worlds run (default: process, one worker per core)")
+    p.add_argument("--workers", type=_int_at_least(1), help="worker processes for --backend process")
+    p.add_argument("--json", type=Path, help="also write the records as JSON here")
+    p.add_argument("--no-write", action="store_true", help="do not append to the run directory")
 
 
 def _dashboard_parser(sub: argparse._SubParsersAction) -> None:
@@ -147,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="esper-lab", description=__doc__)
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_train_parser, _evaluate_parser, _dashboard_parser, _bench_parser):
+    for add in (_train_parser, _evaluate_parser, _probe_parser, _dashboard_parser, _bench_parser):
         add(sub)
     for command in sub.choices.values():  # `esper-lab train --debug` too; SUPPRESS keeps `esper-lab --debug train`
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
@@ -280,6 +299,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- probe ------------------------------------------------------------------------------------------------------
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from esper_lab.rl.truth import UnknownProbeState, format_truth, probe_checkpoint
+    from esper_lab.runs import TRUTH_FILE, RunWriter, load_checkpoint
+
+    _check_output(args.json)
+    states = None if args.states == "all" else _index_list(args.states, "--states")
+    writer = None
+    if not args.no_write:  # refuse a checkpoint outside a run, or a run being trained, before any work
+        writer = RunWriter(args.checkpoint.parent, load_checkpoint(args.checkpoint)["config"], resume=True)
+    try:
+        records, _ = probe_checkpoint(args.checkpoint, states, args.rollouts, args.seed, args.backend, args.workers)
+        print(format_truth(records))
+        if args.json:
+            _write_json(args.json, records)
+        if writer is not None:
+            writer.truth(records)
+            print(f"appended {len(records)} records to {writer.dir / TRUTH_FILE}", file=sys.stderr)
+    except UnknownProbeState as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        if writer is not None:
+            writer.release()
+    return 0
+
+
+def _index_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: give 'all' or comma-separated indices such as 0,2") from None
+    if not values or min(values) < 0:
+        raise UsageError(f"{flag} {text!r}: give 'all' or comma-separated indices >= 0 such as 0,2")
+    return values
+
+
 # --- dashboard --------------------------------------------------------------------------------------------------
 
 
@@ -383,7 +440,8 @@ def _write_json(path: Path, data: Any) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "dashboard": cmd_dashboard, "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "probe": cmd_probe, "dashboard": cmd_dashboard,
+            "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -329,6 +329,20 @@ class PPOConfig:
 
 
 @dataclass
+class TruthConfig:
+    """Ground truth for the critic while training (esper_lab/rl/truth.py): Monte Carlo Q^pi(s, op) on the probe
+    states, written to snapshots/truth_NNNNNN.json beside the critic's Q(s, op)."""
+
+    every: Annotated[int, AT_LEAST_0] = 25
+    """Measure every N updates (0: never)."""
+    budget: Annotated[float, Rule(0, 1, open="low")] = 0.10
+    """At most this fraction of the wall time since training started goes to it: probe states are measured in
+    turn, each only when its estimated cost fits what is left."""
+    rollouts: Annotated[int, Rule(low=2)] = 8
+    """Rollouts per op (K): the interval shrinks as 1/sqrt(K)."""
+
+
+@dataclass
 class TrainConfig:
     """A training run."""
 
@@ -363,6 +377,7 @@ class TrainConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    truth: TruthConfig = field(default_factory=TruthConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as plain JSON types (what config.json holds)."""
@@ -390,6 +405,7 @@ def _tiny() -> TrainConfig:
         world=WorldConfig(max_epochs=8),
         policy=PolicyConfig(feature_dim=64, lstm_hidden_dim=64),
         ppo=PPOConfig(epochs=2, minibatches=1),
+        truth=TruthConfig(every=0),
     )
 
 

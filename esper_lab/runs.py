@@ -7,6 +7,7 @@ runs/<name>/
   metrics.jsonl   one JSON object per PPO update (appended, flushed per line)
   events.jsonl    seed lifecycle events: update, env, slot, epoch, from/to stage, blueprint, alpha
   snapshots/      update_000010.json: blueprint-embedding table, per-op values on fixed probe states, slot traces
+                  truth.jsonl: Monte Carlo Q^pi(s, op) on the probe states beside the critic's (rl/truth.py), per update
   baselines.json  heuristic / random / wait return and accuracy on this run's world (the charts' reference lines)
   checkpoint.pt   latest; written to a temporary file then os.replace'd
   trainer.log     stdout/stderr of a trainer the dashboard started (the only file written outside this module)
@@ -59,7 +60,9 @@ PPO_METRIC_KEYS = (
     + tuple(f"entropy_{h}" for h in HEAD_NAMES)
     + tuple(f"grad_norm_{h}" for h in HEAD_NAMES)
 )
-METRIC_KEYS = ROLLOUT_METRIC_KEYS + PPO_METRIC_KEYS
+# ... and the time the critic's ground truth took this update (rl/truth.py; 0 when none was measured).
+TRUTH_METRIC_KEYS = ("truth_seconds",)
+METRIC_KEYS = ROLLOUT_METRIC_KEYS + PPO_METRIC_KEYS + TRUTH_METRIC_KEYS
 assert len(set(METRIC_KEYS)) == len(METRIC_KEYS), "a metric name is defined twice"
 # Beside them, one `reward_term_<name>` per term of env.reward.REWARD_TERMS (rl/trainer.py writes them; this layer
 # cannot import env, so readers find them by the prefix; runs from before issue 17 lack them).
@@ -67,6 +70,7 @@ REWARD_TERM_PREFIX = "reward_term_"
 CHECKPOINT_SCHEMA = "esper_lab.checkpoint/1"
 CHECKPOINT_KEYS = ("config", "update", "env_steps", "policy", "obs_norm", "optimizer", "reward_norm", "torch_rng")
 DEFAULT_RUNS_ROOT = "runs"
+TRUTH_FILE = "snapshots/truth.jsonl"
 LOCK_NAME = ".lock"
 LOG_NAME = "trainer.log"
 TRAINER_FILES = ("metrics.jsonl", "events.jsonl", "baselines.json", "checkpoint.pt")  # what a fresh start replaces
@@ -386,7 +390,8 @@ def _temporaries(run_dir: Path) -> list[Path]:
 def _trainer_outputs(run_dir: Path) -> list[Path]:
     """What a fresh start replaces: the logs, baselines, checkpoint and snapshots of an earlier start."""
     snapshots = run_dir / "snapshots"
-    return [run_dir / n for n in TRAINER_FILES] + [snapshots / n for n in _entries(snapshots) if n.startswith("update_")]
+    return ([run_dir / n for n in TRAINER_FILES] + [run_dir / TRUTH_FILE]
+            + [snapshots / n for n in _entries(snapshots) if n.startswith("update_")])
 
 
 # --- writers (trainer side, and the dashboard before its trainer starts) ----------------------------------------
@@ -483,6 +488,10 @@ class RunWriter:
     def snapshot(self, update: int, data: dict[str, Any]) -> None:
         atomic_write(self._own("snapshots") / f"update_{update:06d}.json", dumps({"update": update, **data}))
 
+    def truth(self, records: Iterable[dict[str, Any]]) -> None:
+        """Ground-truth records (rl/truth.py), one per probe state measured, each with its `update`."""
+        self._append(TRUTH_FILE, list(records))
+
     def checkpoint(self, payload: dict[str, Any]) -> None:
         save_checkpoint(self._own(self.checkpoint_path.name), payload)
 
@@ -495,7 +504,7 @@ class RunWriter:
 
     def truncate_after(self, update: int) -> None:
         """On resume: drop records newer than the checkpoint's update so the logs match the restored state."""
-        for name in ("metrics.jsonl", "events.jsonl"):
+        for name in ("metrics.jsonl", "events.jsonl", TRUTH_FILE):
             rows = [r for r in read_jsonl(self.dir / name) if _update_of(r) <= update]
             atomic_write(self._own(name), "".join(dumps(r) + "\n" for r in rows))
 
@@ -605,6 +614,10 @@ class RunReader:
 
     def snapshot(self, update: int) -> dict[str, Any] | None:
         return read_json(self.dir / "snapshots" / f"update_{update:06d}.json")
+
+    def truth(self) -> list[dict[str, Any]]:
+        """Every ground-truth record (rl/truth.py), oldest first; [] for a run without any."""
+        return read_jsonl(self.dir / TRUTH_FILE)
 
     def latest_snapshot(self) -> dict[str, Any] | None:
         for update in reversed(self.snapshot_updates()):

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from app import process
 from conftest import DASHBOARD
 from esper_lab.actions import HEAD_NAMES
-from esper_lab.runs import RunReader
+from esper_lab.runs import TRUTH_FILE, RunReader
 from fixtures.make_run import make_run
 
 VIEWS = ("Curves", "Blueprint embeddings", "Per-op values", "Seeds", "Compare")
@@ -90,6 +90,9 @@ def test_default_view_is_the_most_recent_runs_curves(runs_dir):
     ("Per-op values", {"Q(s, op) over updates, probe state 'empty slots'": ["Q(s, op)"],
                        "Decision on 'empty slots' at update 12": ["Q(s, op)", "Q(s, op), masked", "π(op)",
                                                                   "π(op), masked"],
+                       "Critic vs Monte Carlo truth on 'empty slots' at update 12 (K = 8 rollouts per op)":
+                       ["critic Q(s, op)", "Monte Carlo truth"],
+                       "Critic vs Monte Carlo truth over updates": ["mean |Q − truth|", "pair agreement"],
                        "Op sensitivity of the critic: q_spread and q_variance": ["q_spread", "q_variance"]}),
 ])
 def test_snapshot_views(fixture_run, view, expected):
@@ -105,6 +108,40 @@ def test_snapshot_views(fixture_run, view, expected):
         assert "Blueprint embeddings at update 3 (PCA of 14 x 4)" in charts(at)
     else:
         assert "collapsed" in texts(at.markdown)  # the fixture's last q_spread is below 0.01
+
+
+def test_per_op_values_ground_truth_follows_the_probe_state(fixture_run):
+    """The fixture measured states 0 and 1 at update 6, states 2 and 0 at update 12 (fixtures/make_run.py)."""
+    at = show(app().run(), "Per-op values")
+    assert_clean(at)
+    assert "Is the critic right? Monte Carlo ground truth" in texts(at.markdown)
+    assert "Verdict:" in texts(at.markdown) and "trained toward" in texts(at.caption)
+    assert "At update 12 it orders" in texts(at.markdown)  # the Q health section says whether it ranks the ops
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["op", "critic Q", "truth mean", "truth 95 % interval", "raw return",
+                                   "raw 95 % interval", "rank by critic", "rank by truth"]
+    assert sorted(table["op"]) == ["GERMINATE", "WAIT"]  # the legal ops of 'empty slots'
+    at.select_slider(key="truth_update").set_value(6).run()
+    assert "Critic vs Monte Carlo truth on 'empty slots' at update 6 (K = 8 rollouts per op)" in charts(at)
+    at.selectbox(key="ops_probe").set_value(1).run()  # 'seed training': measured at update 6 only
+    assert_clean(at)
+    assert "Critic vs Monte Carlo truth on 'seed training' at update 6 (K = 8 rollouts per op)" in charts(at)
+    assert "Ground truth at update: 6 (the only one so far)" in texts(at.caption)
+
+
+@pytest.mark.parametrize("updates, truth_every, says", [
+    (12, 0, "Ground truth is off in this run (`truth.every` = 0)."),
+    (4, 6, "No ground truth yet: this run measures it every 6 updates, within 10% of its time."),
+])
+def test_per_op_values_without_ground_truth_says_how_to_get_it(runs_dir, updates, truth_every, says):
+    run = make_run(runs_dir, "no-truth", updates=updates, truth_every=truth_every)
+    assert not (run / TRUTH_FILE).exists()
+    at = show(app().run(), "Per-op values")
+    assert_clean(at)
+    info = texts(at.info)
+    assert says in info and f"esper-lab probe --checkpoint {run}/checkpoint.pt" in info
+    assert not any(title.startswith("Critic vs Monte Carlo truth") for title in charts(at))
+    assert "Q(s, op) over updates, probe state 'empty slots'" in charts(at)
 
 
 def test_seeds_view(fixture_run):

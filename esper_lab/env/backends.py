@@ -5,6 +5,11 @@ Every backend has the same interface and gives the same numbers for the same con
     reset(episode_seeds) -> list[WorldReport]          reports() -> list[WorldReport]
     masks() -> {head: bool [E, k]}                     step(actions [E, 8]) -> (reports, rewards, term, trunc, infos)
     close()                                             release workers (a no-op for 'local')
+    get_states() -> list[bytes]                         a snapshot of every world (World.get_state), env order
+    set_states(states) -> list[WorldReport]             every world replaced by its snapshot; their reports
+
+Snapshots need `world.engine == 'sequential'` (ValueError otherwise); the bytes are pickles for our own processes,
+never for storage (World.get_state).
 
 'local' steps the worlds one after another in this process (`env/vector.py`); 'process' steps them in parallel in
 worker processes on this machine, one per core (`env/process_vector.py`); 'ray' puts them in Ray actors, stepped in
@@ -36,6 +41,10 @@ class WorldBatch(Protocol):
     def step(
         self, actions: torch.Tensor
     ) -> tuple[list[WorldReport], torch.Tensor, torch.Tensor, torch.Tensor, list[dict[str, Any]]]: ...
+
+    def get_states(self) -> list[bytes]: ...
+
+    def set_states(self, states: Sequence[bytes]) -> list[WorldReport]: ...
 
 
 def make_vector_env(cfg: TrainConfig) -> WorldBatch:

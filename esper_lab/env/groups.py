@@ -1,7 +1,8 @@
 """What the out-of-process backends share ('process' and 'ray'): the worlds split into contiguous groups, one
 `WorldGroup` per worker, and one driver class, `GroupedVectorEnv`, that keeps the episode-seed stream and the last
 reports and turns each call into one request per group. A backend supplies only the transport: `_call(method,
-per-group arguments) -> per-group results`, and `close()`.
+per-group arguments) -> per-group results`, and `close()`. Snapshots (`get_states` / `set_states`) cross as bytes,
+one `World.get_state()` per world.
 
 `reports()` and `masks()` cost no round trip: the driver keeps the last reports, and a `WorldReport` computes its own
 legal-action masks (exactly what `World.action_masks()` returns). Only plain picklable values cross to the workers.
@@ -18,7 +19,7 @@ import torch
 
 from esper_lab.actions import NUM_HEADS
 from esper_lab.config import WorldConfig
-from esper_lab.env.engines import make_engine
+from esper_lab.env.engines import make_engine, require_snapshots, snapshot_engine
 from esper_lab.env.morpho_env import WorldReport, stack_masks
 
 StepResult = tuple[WorldReport, float, bool, dict[str, Any]]
@@ -56,7 +57,7 @@ class WorldGroup:
             torch.set_num_interop_threads(1)
         except RuntimeError:  # already set in this process
             pass
-        self.env_ids = list(env_ids)
+        self.cfg, self.env_ids = cfg, list(env_ids)
         self.engine = make_engine(cfg, len(self.env_ids), labels=self.env_ids)
         self.worlds = self.engine.worlds
         self._last: list[tuple[WorldReport, float, bool, dict[str, Any]]] = []
@@ -82,6 +83,15 @@ class WorldGroup:
         self._last = [(world.report(), float(reward), bool(truncated), info)
                       for world, (reward, truncated, info) in zip(self.worlds, results)]
         return self._last
+
+    def get_states(self, _: None = None) -> list[bytes]:
+        """`World.get_state()` of every world of the group, in env order."""
+        return snapshot_engine(self.engine, self.cfg).get_states()
+
+    def set_states(self, states: Sequence[bytes]) -> list[tuple[int, WorldReport]]:
+        """Replace the group's worlds by `states` (in env order): `[(episode seed, report)]` of the new worlds."""
+        reports = snapshot_engine(self.engine, self.cfg).set_states(states)
+        return [(world.seed, report) for world, report in zip(self.worlds, reports)]
 
     def echo(self, rows: Sequence[Sequence[int]]) -> list[tuple[WorldReport, float, bool, dict[str, Any]]]:
         """The last `step`'s results again, with no world work: the round trip Ray adds to a step (benchmarks)."""
@@ -137,6 +147,28 @@ class GroupedVectorEnv:
         reports, rewards, terminated, truncated, infos = step_batch(self._step_results(actions, "step"))
         self._reports = reports
         return list(reports), rewards, terminated, truncated, infos
+
+    def get_states(self) -> list[bytes]:
+        """A snapshot of every world (`World.get_state`), in env order, as `VectorEnv.get_states`."""
+        require_snapshots(self.cfg)
+        if self._reports is None:
+            raise RuntimeError(f"{type(self).__name__}.get_states called before reset()")
+        parts = self._call("get_states", [None] * len(self.groups))
+        return [state for part in parts for state in part]
+
+    def set_states(self, states: Sequence[bytes]) -> list[WorldReport]:
+        """Replace every world by its snapshot and return the reports, as `VectorEnv.set_states`; the cached
+        reports and `episode_seeds` follow the new worlds. Each worker checks its own snapshots before changing its
+        worlds; if one worker refuses (a snapshot of another config), the others have already changed: set the
+        states again, or reset."""
+        require_snapshots(self.cfg)
+        if len(states) != self.num_envs:
+            raise ValueError(f"set_states: {len(states)} states for {self.num_envs} envs")
+        parts = self._call("set_states", [[states[e] for e in group] for group in self.groups])
+        restored = [pair for part in parts for pair in part]  # [(seed, report)] in env order
+        self.episode_seeds = [seed for seed, _ in restored]
+        self._reports = [report for _, report in restored]
+        return list(self._reports)
 
     def _step_results(self, actions: torch.Tensor, method: str) -> list[StepResult]:
         actions = torch.as_tensor(actions)

@@ -18,6 +18,10 @@ Determinism: each world owns a `torch.Generator` seeded with the episode seed (d
 `torch.random.fork_rng` the initial weights of the host and of every seed). The global torch RNG is neither read nor
 changed, so the same seed gives the same episode whatever else the process does.
 
+Snapshots: `world.get_state()` is everything that decides the world's future as bytes (host, seeds, Adam state,
+slots, signals, counters, the generator's state; not the training data, which is re-loaded from its cache), and
+`World.from_state(state)` / `world.set_state(state)` bring it back: the clone continues exactly as the original would.
+
 Speed (the step is dominated by per-op overhead, the tensors are tiny): a world runs its ops on `cfg.env_threads`
 torch threads (1; a second thread only adds waiting, badly so when other processes share the cores), unwired slots
 are left out of the forward pass, and `WorldAdam` updates host and seeds with one fused kernel call per minibatch.
@@ -25,6 +29,8 @@ are left out of the forward pass, and `WorldAdam` updates host and seeds with on
 
 from __future__ import annotations
 
+import io
+import pickle
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -222,6 +228,53 @@ class World:
         self.host: nn.Module | None = None
         self.slots: list[SeedSlot] = []
         self.timings: dict[str, float] = {}
+
+    # -- snapshots ---------------------------------------------------------------------------------------------
+
+    def get_state(self) -> bytes:
+        """Everything that decides this world's future, as bytes: host, seeds and gates, the Adam state (its
+        parameter list pickled as the same objects as the host's and seeds'), slots, signal history, counters and
+        the generator's state. Any time: before reset, mid-episode, after the episode's end. Only for a world that
+        `World.step` steps (the 'sequential' engine): a batched engine keeps the parameters in its own stacks.
+
+        The bytes are a pickle of this trusted in-process object, meant for our own processes (the worker pipe),
+        never for storage: `from_state` runs `pickle.loads`, so never feed it bytes from elsewhere. Tensors travel as
+        numpy arrays (`_SnapshotPickler`), so loading never goes through `torch.load`."""
+        buffer = io.BytesIO()
+        _SnapshotPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(self)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_state(cls, state: bytes, cfg: WorldConfig | None = None) -> World:
+        """The world `get_state()` saved, continuing exactly as the original would. With `cfg`, raises ValueError
+        unless the snapshot's world has that config. Trusted bytes only (see `get_state`)."""
+        world = pickle.loads(state)
+        if not isinstance(world, cls):
+            raise ValueError(f"not a World snapshot: the bytes hold a {type(world).__name__}")
+        if cfg is not None and world.cfg != cfg:
+            raise ValueError(f"the snapshot is of a world with another config: {world.cfg} (this world: {cfg})")
+        return world
+
+    def set_state(self, state: bytes) -> None:
+        """Become the world `get_state()` saved (of a world with this config, else ValueError, changing nothing)."""
+        self.__dict__ = World.from_state(state, self.cfg).__dict__
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickling keeps: every attribute but the training data (the same for every world of `cfg`, cached per
+        process), with the generator as its state tensor."""
+        state = {k: v for k, v in self.__dict__.items() if k != "data"}
+        if "gen" in state:  # a world that has started an episode
+            state["gen"] = self.gen.get_state()  # uint8 [n]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        if "gen" in state:
+            gen = torch.Generator()
+            gen.set_state(state["gen"])
+            state["gen"] = gen
+        self.__dict__.update(state)
+        self.data = load_digits_data(self.cfg.data_seed)  # cached: every world of a process shares it
 
     # -- episode start -------------------------------------------------------------------------------------------
 
@@ -537,6 +590,26 @@ class World:
             "return": self.episode_return,
             "epochs": self.epoch,
         }
+
+
+class _SnapshotPickler(pickle.Pickler):
+    """Pickles a tensor as a numpy array (and whether it is a Parameter, and requires grad), so unpickling never
+    calls `torch.load` (plain pickle of a tensor does, with weights_only=False). Pickle's memo still keeps shared
+    objects shared: a parameter in the optimizer's list comes back as the same object as in its module."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if not isinstance(obj, torch.Tensor):
+            return NotImplemented
+        if obj.device.type != "cpu":
+            raise ValueError(f"world snapshots hold CPU tensors only, found one on {obj.device}")
+        return _rebuild_tensor, (obj.detach().numpy(), obj.requires_grad and obj.is_leaf,
+                                 isinstance(obj, nn.Parameter))
+
+
+def _rebuild_tensor(array: np.ndarray, requires_grad: bool, parameter: bool) -> torch.Tensor:
+    """The tensor `_SnapshotPickler` saved as `array` (copied: the tensor owns its memory)."""
+    tensor = torch.tensor(array)
+    return nn.Parameter(tensor, requires_grad=requires_grad) if parameter else tensor.requires_grad_(requires_grad)
 
 
 def for_each_world(worlds: Sequence[World], fn: Callable[[World, Any], Any], args: Sequence[Any],

@@ -12,8 +12,9 @@ thread before it touches torch. Workers ignore Ctrl-C; the trainer stops them.
     reports, rewards [E], flags [E], infos   <--  [(WorldReport, reward, truncated, info)] per world
 
 Driver side, `GroupedVectorEnv` (env/groups.py) does everything but the transport: `reports()` and `masks()` cost
-no round trip, and only plain picklable values cross the pipe. The numbers are those of 'local', bit for bit: a
-world seeds its own generator and runs with one torch thread either way.
+no round trip, and only plain picklable values cross the pipe; world snapshots (`get_states` / `set_states`, the
+'sequential' engine only) cross as bytes, one `World.get_state()` per world. The numbers are those of 'local', bit
+for bit: a world seeds its own generator and runs with one torch thread either way.
 
 Failures never hang: each reply has a deadline (`timeout_s`); a worker that dies raises `WorkerDied` naming its envs
 and exit code, and an exception inside a world comes back as `WorkerError` with the world's traceback. Workers exit

@@ -10,7 +10,8 @@ actors train their hosts in parallel, then gathers the results in env order:
 
 `reports()` and `masks()` cost no round trip: the driver keeps the last reports, and a `WorldReport` computes its
 own legal-action masks (exactly what `World.action_masks()` returns). Everything that crosses the wire is a plain
-picklable value (frozen dataclasses, IntEnums, floats, dicts and lists); no tensor is sent either way.
+picklable value (frozen dataclasses, IntEnums, floats, dicts and lists); no tensor is sent either way. World
+snapshots (`get_states` / `set_states`, the 'sequential' engine only) travel as bytes, one `World.get_state()` each.
 
 Determinism: a world seeds its own `torch.Generator` from the episode seed and never touches the global RNG, and
 each actor runs torch with one thread (as the world itself does while it trains: `WorldConfig.env_threads`), so a

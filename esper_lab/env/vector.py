@@ -1,9 +1,9 @@
 """VectorEnv: E worlds stepped together in this process, by the engine `cfg.engine` names (env/engines.py).
 
-This is the seam where process or cluster workers plug in later: a Ray backend implements the same four methods
-(`reset`, `masks`, `step`, `reports`) with the same shapes. There is no auto-reset: the trainer resets all worlds at
-the start of each update (one episode per env per update, each with a fresh host, as in Esper), and stepping a world
-whose episode has ended raises.
+This is the seam where process or cluster workers plug in: the 'process' and 'ray' backends implement the same
+methods (`reset`, `masks`, `step`, `reports`, and the snapshots `get_states` / `set_states`) with the same shapes.
+There is no auto-reset: the trainer resets all worlds at the start of each update (one episode per env per update,
+each with a fresh host, as in Esper), and stepping a world whose episode has ended raises.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 
 from esper_lab.actions import NUM_HEADS
 from esper_lab.config import WorldConfig
-from esper_lab.env.engines import make_engine
+from esper_lab.env.engines import make_engine, snapshot_engine
 from esper_lab.env.morpho_env import WorldReport, stack_masks
 
 
@@ -65,3 +65,20 @@ class VectorEnv:
         terminated = torch.zeros(self.num_envs, dtype=torch.bool)  # [E]
         infos = [info for _, _, info in results]
         return self.reports(), rewards, terminated, truncated, infos
+
+    def get_states(self) -> list[bytes]:
+        """A snapshot of every world (`World.get_state`), in env order; needs `cfg.engine == 'sequential'` and a
+        reset first."""
+        if not self.episode_seeds:
+            raise RuntimeError("VectorEnv.get_states called before reset()")
+        return snapshot_engine(self.engine, self.cfg).get_states()
+
+    def set_states(self, states: Sequence[bytes]) -> list[WorldReport]:
+        """Replace every world by its snapshot (`states[e]`, from `get_states` of an env with this config) and
+        return the worlds' reports; `episode_seeds` become the snapshots' seeds. Raises ValueError, changing nothing,
+        for a wrong number of states or a snapshot of another config."""
+        if len(states) != self.num_envs:
+            raise ValueError(f"set_states: {len(states)} states for {self.num_envs} envs")
+        reports = snapshot_engine(self.engine, self.cfg).set_states(states)
+        self.episode_seeds = [world.seed for world in self.worlds]
+        return reports

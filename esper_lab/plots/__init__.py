@@ -11,6 +11,8 @@ imports only numpy, plotly and esper_lab.actions / config / runs.
   similarity, per-blueprint outcomes from events;
 - `ops`: Q(s, op) on the probe states (over updates, per snapshot, one decision) and a bar per op;
 - `seeds`: stage segments and the swimlane, blend-alpha curves.
+- `truth`: the critic's Q(s, op) beside its Monte Carlo ground truth (snapshots/truth.jsonl): one probe state's ops
+  with intervals, the ranking table and a verdict, calibration (mean |Q - truth|, pair agreement) over updates.
 - `rewards`: what a run's reward paid for: the per-term breakdown over env steps (`term_breakdown`), the term the
   policy farms (`dominant_term`, `farming_note`), the outcome table row (`outcome`).
 """

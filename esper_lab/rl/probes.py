@@ -1,14 +1,15 @@
 """Fixed probe states and the per-update snapshots the dashboard and notebooks read.
 
 A probe is one heuristic-policy episode of a fixed world, recorded once at the start of training: its raw features,
-blueprint indices and masks. A snapshot re-runs the current policy over that episode as one sequence (from a zero
+blueprint indices and masks, and a snapshot of the world at each reported step (`states`, what the Monte Carlo ground
+truth of rl/truth.py starts from). A snapshot re-runs the current policy over that episode as one sequence (from a zero
 hidden state, with the current observation normaliser) and records, at a few chosen epochs, Q(s, op) for every op,
 the op probabilities and the op mask, next to the blueprint-embedding table.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -31,16 +32,22 @@ class Probe:
     masks: dict[str, torch.Tensor]  # {head: [1, T, k]}
     steps: list[int]  # which time steps are reported
     names: list[str]
+    states: list[bytes] = field(default_factory=list)  # the world at each reported step (`World.get_state`)
 
 
 def make_probe(world: WorldConfig, seed: int) -> Probe:
-    """Record one heuristic episode of a fixed world (seed-derived, separate from the training worlds)."""
-    env = VectorEnv(world, 1, seed=seed)
+    """Record one heuristic episode of a fixed world (seed-derived, separate from the training worlds), on the
+    sequential engine (it can snapshot; the batched one gives the same numbers on one thread)."""
+    env = VectorEnv(replace(world, engine="sequential"), 1, seed=seed)
     policy = HeuristicPolicy()
     reports = env.reset([10_000_019 + seed])
     policy.reset(1)
-    obs, idx, masks, names = [], [], {h: [] for h in HEAD_NAMES}, []
-    for t in range(world.max_epochs):
+    T = world.max_epochs
+    steps = sorted({round(i * (T - 1) / (PROBE_COUNT - 1)) for i in range(PROBE_COUNT)})
+    obs, idx, masks, names, states = [], [], {h: [] for h in HEAD_NAMES}, [], []
+    for t in range(T):
+        if t in steps:
+            states.append(env.get_states()[0])
         o, b = batch_obs_to_features(reports)  # [1, D], [1, S]
         m = env.masks()
         obs.append(o)
@@ -49,14 +56,13 @@ def make_probe(world: WorldConfig, seed: int) -> Probe:
             masks[h].append(m[h])
         names.append(f"epoch {t}: " + describe_slots(b[0]))
         reports, *_ = env.step(policy.act(reports, m))
-    T = world.max_epochs
-    steps = sorted({round(i * (T - 1) / (PROBE_COUNT - 1)) for i in range(PROBE_COUNT)})
     return Probe(
         obs=torch.stack(obs, dim=1),  # [1, T, D]
         blueprint_indices=torch.stack(idx, dim=1),  # [1, T, S]
         masks={h: torch.stack(v, dim=1) for h, v in masks.items()},  # [1, T, k]
         steps=steps,
         names=[names[s] for s in steps],
+        states=states,
     )
 
 

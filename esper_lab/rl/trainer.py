@@ -1,4 +1,5 @@
-"""The training loop: rollout -> normalisers -> PPO update -> checkpoint, status, snapshots (Phase 4 steps 3 to 5).
+"""The training loop: rollout -> normalisers -> PPO update -> checkpoint, status, snapshots (Phase 4 steps 3 to 5),
+and, at `cfg.truth`'s cadence and within its budget, the critic's ground truth on the probe states (rl/truth.py).
 
 The trainer only orchestrates: `rollout.collect` plays the episodes into the buffer (and bootstraps), `PPOUpdater`
 updates the agent, `runs.RunWriter` writes the run directory. Each update runs exactly one episode per world (a
@@ -32,6 +33,7 @@ from esper_lab.rl import probes
 from esper_lab.rl.buffer import RolloutBuffer
 from esper_lab.rl.ppo import PPOUpdater
 from esper_lab.rl.rollout import Rollout, Telemetry, collect
+from esper_lab.rl.truth import GroundTruth, TruthSchedule
 from esper_lab.runs import (METRIC_KEYS, REWARD_TERM_PREFIX, ROLLOUT_METRIC_KEYS, RunWriter, load_checkpoint,
                             read_cached, restoring, write_cached)
 
@@ -76,6 +78,8 @@ class Trainer:
         self.update_idx = 0  # updates completed
         self.env_steps = 0
         self.probe = probes.make_probe(cfg.world, seed=cfg.seed)
+        self.truth: TruthSchedule | None = None  # built at the first measurement (its worlds cost nothing till then)
+        self.started = time.perf_counter()  # the truth budget's clock
         if resume:
             self._restore()
 
@@ -103,12 +107,26 @@ class Trainer:
         steps = self.cfg.num_envs * self.cfg.world.max_epochs
         self.env_steps += steps
         record = self._record(rollout, ppo_metrics, rollout_s, update_s, time.perf_counter() - start)
+        truth = self._ground_truth(record)
         if self.writer is not None:
             self.writer.metrics(record)
             self.writer.events(rollout.telemetry.events)
             if snapshot_now:
                 self.writer.snapshot(self.update_idx, probes.snapshot(self.agent, self.probe))
+            self.writer.truth(truth)
         return record
+
+    def _ground_truth(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+        """Monte Carlo Q^pi(s, op) on probe states when `cfg.truth` says so; its seconds go into `record`."""
+        if self.cfg.truth.every == 0 or self.update_idx % self.cfg.truth.every != 0:
+            return []
+        if self.truth is None:
+            truth = GroundTruth(self.cfg.world, self.probe, self.cfg.backend, self.cfg.workers, seed=self.cfg.seed)
+            self.truth = TruthSchedule(self.cfg.truth, truth, started=self.started, seed=self.cfg.seed)
+            self.truth.seconds_per_step = 1.0 / record["sps"]  # until the first measurement says better
+        records = self.truth.run(self.agent, self.update_idx, self.reward_norm, self.cfg.gamma)
+        record["truth_seconds"] = sum(r["seconds"] for r in records)
+        return records
 
     def _record(self, ro: Rollout, ppo: dict[str, Any], rollout_s: float, update_s: float, total_s: float) -> dict:
         """The metrics.jsonl record of this update: the rollout's keys, every key PPO computed, then each reward term's
@@ -143,7 +161,7 @@ class Trainer:
             **{f"op_count_{name}": int(count) for name, count in zip(OP_NAMES, tm.op_counts)},
         }
         assert tuple(record) == ROLLOUT_METRIC_KEYS, "the rollout record and runs.ROLLOUT_METRIC_KEYS disagree"
-        record.update(ppo)
+        record.update(ppo, truth_seconds=0.0)  # `_ground_truth` fills it in
         terms = {f"{REWARD_TERM_PREFIX}{name}": tm.reward_terms[name].mean().item() if name in tm.reward_terms
                  else float("nan") for name in REWARD_TERMS}
         return {**{key: record[key] for key in METRIC_KEYS}, **terms}
@@ -158,6 +176,7 @@ class Trainer:
         try:
             self._status("running", updates_total=total, started_at=time.time())
             self._write_baselines()
+            self.started = min(self.started, time.perf_counter())  # the truth budget's clock, from the first run
             deadline = None if self.cfg.max_minutes is None else time.monotonic() + 60 * self.cfg.max_minutes
             while self.update_idx < total and (deadline is None or time.monotonic() < deadline):
                 record = self.train_step()
@@ -183,6 +202,8 @@ class Trainer:
     def close(self) -> None:
         """Release the worlds' workers (Ray actors; nothing for 'local') and the run directory's lock."""
         close_vector_env(getattr(self, "envs", None))
+        if getattr(self, "truth", None) is not None:
+            self.truth.truth.close()
         if self.writer is not None:
             self.writer.release()
 
