@@ -132,3 +132,35 @@ def test_start_a_tiny_run_and_watch_it(server, tmp_path):
         finally:
             browser.close()
     assert shot.stat().st_size > 50_000
+
+
+def test_per_op_values_shows_the_critic_beside_the_truth(server, tmp_path):
+    """A finished run with ground-truth records: the Per-op values view draws the critic beside the Monte Carlo
+    truth (with its error bars) and the calibration over updates. ESPER_LAB_SCREENSHOT=1 keeps the picture as
+    docs/per_op_truth_fixture.png."""
+    from playwright.sync_api import sync_playwright
+
+    from fixtures.make_run import make_run
+
+    url, runs = server
+    make_run(runs, "with-truth", updates=12, snapshot_every=3, truth_every=6)
+    keep = os.environ.get("ESPER_LAB_SCREENSHOT") == "1"
+    shot = REPO_ROOT / "docs" / "per_op_truth_fixture.png" if keep else tmp_path / "per_op_truth.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            page.goto(url)
+            page.get_by_role("tab", name="Per-op values").click()
+            page.get_by_text("Is the critic right?").first.wait_for(timeout=60_000)
+            beside = chart(page, "Critic vs Monte Carlo truth on").locator(".scatterlayer .trace")
+            wait_until(lambda: beside.count() == 2, 60, "the critic and truth traces")
+            assert chart(page, "Critic vs Monte Carlo truth on").locator(".errorbar").count() > 0  # the intervals
+            over = chart(page, "Critic vs Monte Carlo truth over updates").locator(".scatterlayer .trace .points path")
+            wait_until(lambda: over.count() >= 2, 60, "the calibration points of updates 6 and 12")
+            page.get_by_text("Verdict").first.wait_for(timeout=30_000)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 50_000
