@@ -197,7 +197,9 @@ def pooled(records: Rows) -> list[dict]:
     """Per update (oldest first), over the probe states measured then (`latest`): `states`, `mae` = the mean of the
     records' mae (each state counts once), `pairs` and `pair_agreement` = the fraction of ALL their op pairs the
     critic orders as the truth does (each record's agreement weighted by its pairs, so a state with 4 legal ops
-    counts 6 pairs and one with 2 counts 1; None when no record has a pair)."""
+    counts 6 pairs and one with 2 counts 1; None when no record has a pair), `separated` and
+    `separated_agreement` = the same over the pairs the truth's intervals tell apart, and `best_agrees` = the
+    number of states where the critic's best op is the truth's."""
     by_update: dict[int, list[dict]] = {}
     for r in latest(records):
         by_update.setdefault(r["update"], []).append(r)
@@ -205,9 +207,13 @@ def pooled(records: Rows) -> list[dict]:
     for update, group in by_update.items():
         maes = [r["mae"] for r in group if _number(r.get("mae"))]
         ranked = [(r["pair_agreement"], pairs_of(r)) for r in group if _number(r.get("pair_agreement"))]
-        pairs = sum(p for _, p in ranked)
+        apart = [(r["separated_agreement"], separated(r)) for r in group if _number(r.get("separated_agreement"))]
+        pairs, split = sum(p for _, p in ranked), sum(p for _, p in apart)
         out.append({"update": update, "states": len(group), "mae": sum(maes) / len(maes) if maes else None,
-                    "pairs": pairs, "pair_agreement": sum(a * p for a, p in ranked) / pairs if pairs else None})
+                    "pairs": pairs, "pair_agreement": sum(a * p for a, p in ranked) / pairs if pairs else None,
+                    "separated": split,
+                    "separated_agreement": sum(a * p for a, p in apart) / split if split else None,
+                    "best_agrees": sum(bool(r.get("best_agrees")) for r in group)})
     return out
 
 
