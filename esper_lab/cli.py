@@ -59,6 +59,9 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", type=Path, help="a checkpoint.pt of a training run: evaluate it next to the baselines")
     p.add_argument("--deterministic", action="store_true", help="trained policy takes argmax actions")
     p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="world preset (ignored with --checkpoint)")
+    p.add_argument("--set", action="append", default=[], metavar="world.FIELD=VALUE",
+                   help="a world field of the preset, e.g. --set world.reward.mode=basic to score the baselines "
+                        "under another reward (repeatable; not with --checkpoint, whose world is its run's)")
     p.add_argument("--episodes", type=_int_at_least(1), default=10, help="episodes per policy (default: 10)")
     p.add_argument("--seed", type=_int_at_least(0), default=0, help="first world seed (default: 0)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
@@ -285,7 +288,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_output(args.json)
     policies: list[Any] = []
     names = BASELINE_NAMES if args.policy == "all" else (() if args.policy == "none" else (args.policy,))
-    world = preset(args.preset).world
+    sets = _set_items(args.set)
+    bad = [flag for flag, path, _ in sets if not path.startswith("world.")]
+    if bad:
+        raise UsageError(f"evaluate --set takes world fields only (world.FIELD=VALUE): {', '.join(bad)}")
+    if sets and args.checkpoint is not None:
+        raise UsageError("--set changes the preset's world; with --checkpoint the world is the checkpoint's run's")
+    world = with_overrides(preset(args.preset), **{path: value for _, path, value in sets}).world
     if args.checkpoint is not None:
         trained, world = load_trained_policy(args.checkpoint, deterministic=args.deterministic)
         policies.append(trained)

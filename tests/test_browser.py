@@ -136,16 +136,20 @@ def test_start_a_tiny_run_and_watch_it(server, tmp_path):
 
 def test_per_op_values_shows_the_critic_beside_the_truth(server, tmp_path):
     """A finished run with ground-truth records: the Per-op values view draws the critic beside the Monte Carlo
-    truth (with its error bars) and the calibration over updates. ESPER_LAB_SCREENSHOT=1 keeps the picture as
-    docs/per_op_truth_fixture.png."""
+    truth (with its error bars) and the calibration over updates. The run is a fixture, or a copy of the real run
+    ESPER_LAB_TRUTH_RUN names; with ESPER_LAB_SCREENSHOT=1 the picture of that real run is docs/per_op_truth.png."""
     from playwright.sync_api import sync_playwright
 
     from fixtures.make_run import make_run
 
     url, runs = server
-    make_run(runs, "with-truth", updates=12, snapshot_every=3, truth_every=6)
-    keep = os.environ.get("ESPER_LAB_SCREENSHOT") == "1"
-    shot = REPO_ROOT / "docs" / "per_op_truth_fixture.png" if keep else tmp_path / "per_op_truth.png"
+    real = os.environ.get("ESPER_LAB_TRUTH_RUN")
+    if real:
+        shutil.copytree(real, runs / Path(real).name, ignore=shutil.ignore_patterns(".lock", "checkpoint.pt"))
+    else:
+        make_run(runs, "with-truth", updates=12, snapshot_every=3, truth_every=6)
+    keep = os.environ.get("ESPER_LAB_SCREENSHOT") == "1" and real
+    shot = REPO_ROOT / "docs" / "per_op_truth.png" if keep else tmp_path / "per_op_truth.png"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         try:

@@ -149,3 +149,19 @@ def test_cli_evaluate_prints_and_writes_the_new_fields(tmp_path, monkeypatch, ca
     assert {"return_mean", "final_val_acc_mean", "seed_params_mean", "episode_seed"} <= written["trained"].keys()
     assert written["wait"]["seed_params_per_point"] is None and written["wait"][f"{GAIN}_list"] == [0.0]
     assert written["trained"]["paired"]["wait"]["final_val_acc"]["low"] is None
+
+
+def test_cli_evaluate_set_scores_the_baselines_under_another_reward(tmp_path, capsys):
+    """--set world.reward.mode changes the returns, never the actions: same accuracies, other returns."""
+    outs = {}
+    for mode in ("contribution", "basic"):
+        outs[mode] = tmp_path / f"{mode}.json"
+        argv = ["evaluate", "--preset", "tiny", "--policy", "heuristic", "--episodes", "2", "--set",
+                f"world.reward.mode={mode}", "--json", str(outs[mode])]
+        assert cli.main(argv) == 0
+    a, b = (json.loads(outs[m].read_text())["heuristic"] for m in ("contribution", "basic"))
+    assert a["final_val_acc_list"] == b["final_val_acc_list"] and a["return_list"] != b["return_list"]
+    assert cli.main(["evaluate", "--preset", "tiny", "--set", "ppo.epochs=1"]) == 2
+    assert "world fields only" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--set", "world.reward.mode=basic"]) == 2
+    assert "with --checkpoint" in capsys.readouterr().err
