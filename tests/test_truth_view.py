@@ -98,9 +98,16 @@ def test_pooled_numbers_by_hand():
         record([1, 2], [2, 1], update=10, probe=0, mae=1.0, pair_agreement=0.0),
     ]
     update5, update10 = truth.pooled(records)
+    no_split = {"separated": 0, "separated_agreement": None, "best_agrees": 0}  # these records carry neither
     assert update5 == {"update": 5, "states": 3, "mae": pytest.approx((0.2 + 0.6 + 0.4) / 3), "pairs": 7,
-                       "pair_agreement": pytest.approx((1.0 * 1 + 0.5 * 6) / 7)}
-    assert update10 == {"update": 10, "states": 1, "mae": 1.0, "pairs": 1, "pair_agreement": 0.0}
+                       "pair_agreement": pytest.approx((1.0 * 1 + 0.5 * 6) / 7), **no_split}
+    assert update10 == {"update": 10, "states": 1, "mae": 1.0, "pairs": 1, "pair_agreement": 0.0, **no_split}
+    split = truth.pooled([  # means 1 apart with intervals +-0.1: every pair separated
+        record([1, 2], [1, 2], mae=0.1, pair_agreement=1.0, separated_agreement=1.0, best_agrees=True),
+        record([3, 2, 1], [1, 2, 3], probe=1, mae=0.1, pair_agreement=0.0, separated_agreement=0.0,
+               best_agrees=False)])[0]
+    assert split["separated"] == 1 + 3 and split["separated_agreement"] == pytest.approx(1 / 4)
+    assert split["best_agrees"] == 1
     only_one_op = truth.pooled([record([1], [1], mae=0.3, pair_agreement=None)])
     assert only_one_op[0]["pair_agreement"] is None and only_one_op[0]["pairs"] == 0
 
@@ -120,7 +127,8 @@ def test_a_remeasured_state_counts_once_and_the_newest_wins():
     other = record([1, 2], [1, 2], update=5, probe=1, mae=0.3, pair_agreement=1.0)
     assert truth.latest([cli, other, old]) == [old, other]  # file order decides, output by (update, probe)
     assert truth.pooled([old, other, cli])[0] == {"update": 5, "states": 2, "mae": pytest.approx(0.2), "pairs": 2,
-                                                  "pair_agreement": 1.0}
+                                                  "pair_agreement": 1.0, "separated": 0,
+                                                  "separated_agreement": None, "best_agrees": 0}
     assert truth.for_probe([old, other, cli], 0) == {5: cli}
 
 

@@ -95,7 +95,17 @@ def truth_beside_critic(record: dict) -> go.Figure:
              f"(K = {record.get('rollouts', '?')} rollouts per op)")
     return make([critic, truth], layout(title, height=340, xaxis=None, yaxis="Q(s, op), critic units",
                                         hovermode="closest", scattermode="group", scattergap=0.6,
-                                        xopts={"type": "category"}))
+                                        xopts={"type": "category"}, yopts={"range": _span(record)}))
+
+
+def _span(record: dict) -> list[float]:
+    """A y range around the critic's values and the truth's intervals (the differences between ops are tenths of
+    a unit on a level of tens: an axis from 0 would flatten them)."""
+    target = record["target"]
+    values = [v for v in (*record["critic"], *target["mean"], *target["low"], *target["high"]) if _number(v)]
+    low, high = min(values), max(values)
+    pad = max(0.1 * (high - low), 0.05)
+    return [low - pad, high + pad]
 
 
 def _order(ops: Sequence[str], values: Sequence[float]) -> list[str]:
