@@ -331,7 +331,7 @@ class PPOConfig:
 @dataclass
 class TruthConfig:
     """Ground truth for the critic while training (esper_lab/rl/truth.py): Monte Carlo Q^pi(s, op) on the probe
-    states, written to snapshots/truth_NNNNNN.json beside the critic's Q(s, op)."""
+    states, appended to snapshots/truth.jsonl beside the critic's Q(s, op)."""
 
     every: Annotated[int, AT_LEAST_0] = 25
     """Measure every N updates (0: never)."""

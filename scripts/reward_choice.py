@@ -13,10 +13,13 @@ Then the acceptance check: the chosen mode against the heuristic, paired by epis
 accuracy difference and its 95 % interval), and its seed parameters over the heuristic's (at most 1.5).
 
     .venv/bin/python scripts/reward_choice.py            # prints the table, writes results/reward-choice.{json,txt}
+    .venv/bin/python scripts/reward_choice.py --episodes 100   # also the acceptance check of the chosen mode on
+                                                               # 100 episodes per seed (evaluated if missing)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -111,10 +114,58 @@ def table(rows: list[dict], choice: dict) -> str:
     return "\n".join(lines)
 
 
+def evaluate_more(mode: str, episodes: int) -> tuple[list[Path], Path]:
+    """Each seed's checkpoint of `mode` (and wait) and the heuristic on `episodes` unseen episodes, two processes at a
+    time (one per core); cached in results/reward-<episodes>ep-*.json."""
+    exe = str(REPO / ".venv" / "bin" / "esper-lab")
+    common = ["--episodes", str(episodes), "--seed", str(EVAL_SEED)]
+    heuristic = RESULTS / f"reward-{episodes}ep-heuristic.json"
+    jobs = [] if heuristic.is_file() else [[exe, "evaluate", "--preset", "demo", "--policy", "heuristic", *common,
+                                            "--json", str(heuristic)]]
+    outs = []
+    for seed in sorted(trained_runs(mode)):
+        out = RESULTS / f"reward-{episodes}ep-{mode}-s{seed}.json"
+        outs.append(out)
+        checkpoint = Path("/tmp/esper-budget-runs") / f"demo-10min-{mode}-s{seed}" / "checkpoint.pt"
+        if not out.is_file():
+            jobs.append([exe, "evaluate", "--checkpoint", str(checkpoint), "--policy", "none", *common, "--json",
+                         str(out)])
+    for pair in (jobs[i:i + 2] for i in range(0, len(jobs), 2)):
+        procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL) for cmd in pair]
+        assert all(p.wait() == 0 for p in procs), pair
+    return outs, heuristic
+
+
+def acceptance(mode: str, episodes: int) -> dict:
+    """The chosen mode against the heuristic on `episodes` episodes per seed, paired by episode seed."""
+    outs, heuristic_path = evaluate_more(mode, episodes)
+    heuristic = json.loads(heuristic_path.read_text())["heuristic"]
+    runs = [json.loads(p.read_text())["trained"] for p in outs]
+    assert all(r["episode_seed"] == heuristic["episode_seed"] for r in runs), "episodes differ"
+    trained_acc = [x for r in runs for x in r["final_val_acc_list"]]
+    heuristic_acc = heuristic["final_val_acc_list"] * len(runs)
+    params = statistics.fmean(x for r in runs for x in r["seed_params_list"])
+    diff = paired_difference(trained_acc, heuristic_acc).as_dict()
+    ratio = params / heuristic["seed_params_mean"]
+    return {"mode": mode, "episodes": len(trained_acc), "vs_heuristic_acc": diff, "seed_params": params,
+            "params_over_heuristic": ratio, "accepts": bool(diff["low"] > 0 and ratio <= 1.5)}
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--episodes", type=int, help="also check the chosen mode on this many episodes per seed")
+    args = parser.parse_args()
     rows = [r for r in map(row, REWARD_MODES) if r is not None]
     choice = choose(rows)
     text = table(rows, choice)
+    if args.episodes:
+        check = acceptance(choice["chosen"], args.episodes)
+        choice["acceptance_more_episodes"] = check
+        d = check["vs_heuristic_acc"]
+        text += (f"\n\nOn {args.episodes} episodes per seed ({check['episodes']} paired): {check['mode']} minus the "
+                 f"heuristic, final val acc {d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] points; seed params "
+                 f"{check['seed_params']:.0f} ({check['params_over_heuristic']:.2f}x the heuristic's): "
+                 f"{'met' if check['accepts'] else 'not met'}.")
     print(text)
     (RESULTS / "reward-choice.json").write_text(json.dumps({"rows": rows, **choice}, indent=2) + "\n")
     (RESULTS / "reward-choice.txt").write_text(text + "\n")
