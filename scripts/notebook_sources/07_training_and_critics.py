@@ -313,13 +313,14 @@ truth_beside_critic(shown)
 
 # %%
 def ranking_verdict(a: dict, b: dict) -> str:
-    """Compare two critics' pooled pair agreement; 'inconclusive' unless the gap exceeds one pair in either."""
+    """Compare two critics' pooled pair agreement on this one run each; a gap of one pair or less is no
+    difference."""
     if a["pair_agreement"] is None or b["pair_agreement"] is None or not enough:
         return "inconclusive (too few updates or no op pairs)"
     gap = a["pair_agreement"] - b["pair_agreement"]
-    if abs(gap) * min(a["pairs"], b["pairs"]) <= 1:
+    if round(abs(gap) * min(a["pairs"], b["pairs"])) <= 1:
         return f"no difference beyond one pair ({a['pair_agreement']:.2f} vs {b['pair_agreement']:.2f})"
-    return (f"{'q_op' if gap > 0 else 'v'} orders more op pairs as the truth does "
+    return (f"{'the first' if gap > 0 else 'the second'} orders more op pairs as the truth does on this run "
             f"({a['pair_agreement']:.2f} vs {b['pair_agreement']:.2f} of {a['pairs']} pairs)")
 
 
