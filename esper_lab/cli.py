@@ -313,13 +313,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from esper_lab.rl.truth import UnknownProbeState, format_truth, probe_checkpoint
-    from esper_lab.runs import TRUTH_FILE, RunWriter, load_checkpoint
+    from esper_lab.runs import TRUTH_FILE, RunReader, RunWriter
 
     _check_output(args.json)
     states = None if args.states == "all" else _index_list(args.states, "--states")
     writer = None
     if not args.no_write:  # refuse a checkpoint outside a run, or a run being trained, before any work
-        writer = RunWriter(args.checkpoint.parent, load_checkpoint(args.checkpoint)["config"], resume=True)
+        run_dir = args.checkpoint.parent  # resuming writers keep the run's config.json as it is
+        writer = RunWriter(run_dir, RunReader(run_dir).config(), resume=True)
     try:
         records, _ = probe_checkpoint(args.checkpoint, states, args.rollouts, args.seed, args.backend, args.workers)
         print(format_truth(records))

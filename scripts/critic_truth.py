@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,10 +28,8 @@ from esper_lab.config import CRITIC_MODES  # noqa: E402
 from esper_lab.plots.truth import pooled  # noqa: E402
 from esper_lab.runs import RunReader  # noqa: E402
 
-
-def run(cmd: list[str]) -> None:
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=REPO)
+sys.path.insert(0, str(REPO / "scripts"))
+from budget_runs import run  # noqa: E402  (print the command, run it from the repository, fail loudly)
 
 
 def run_dir(critic: str, args: argparse.Namespace) -> Path:

@@ -31,7 +31,10 @@ sys.path.insert(0, str(REPO))
 from esper_lab.config import REWARD_MODES  # noqa: E402
 from esper_lab.stats import paired_difference  # noqa: E402
 
-EVAL_SEED, EPISODES = 5_000_000, 20  # scripts/budget_runs.py's unseen episodes
+sys.path.insert(0, str(REPO / "scripts"))
+from budget_runs import EVAL_SEED  # noqa: E402  (the unseen episodes every evaluation here plays)
+
+EPISODES = 20  # scripts/budget_runs.py's default evaluation
 RESULTS = REPO / "results"
 POLICIES = ("trained", "heuristic", "random", "wait")
 

@@ -9,18 +9,15 @@ import pytest
 import torch
 
 from esper_lab.cli import main
-from esper_lab.config import TruthConfig, preset
+from esper_lab.config import TruthConfig
 from esper_lab.policy.normalize import RewardNormalizer
 from esper_lab.rl.trainer import Trainer
 from esper_lab.rl.truth import GroundTruth, TruthSchedule, calibration, hidden_at, rollout_returns
 from esper_lab.runs import METRIC_KEYS, TRUTH_FILE, RunReader
 from esper_lab.stats import t_interval
+from test_trainer import TIMING_KEYS as TRAINER_TIMING_KEYS, tiny
 
-TIMING_KEYS = {"time_s", "sps", "rollout_seconds", "env_seconds", "policy_seconds", "update_seconds", "truth_seconds"}
-
-
-def tiny(**overrides):
-    return preset("tiny", **{"world.max_epochs": 5, **overrides})
+TIMING_KEYS = TRAINER_TIMING_KEYS | {"truth_seconds"}
 
 
 @pytest.fixture(scope="module")

@@ -79,7 +79,7 @@ class Trainer:
         self.env_steps = 0
         self.probe = probes.make_probe(cfg.world, seed=cfg.seed)
         self.truth: TruthSchedule | None = None  # built at the first measurement (its worlds cost nothing till then)
-        self.started = time.perf_counter()  # the truth budget's clock
+        self.started = time.perf_counter()  # the truth budget's clock: wall time since the trainer was built
         if resume:
             self._restore()
 
@@ -176,7 +176,6 @@ class Trainer:
         try:
             self._status("running", updates_total=total, started_at=time.time())
             self._write_baselines()
-            self.started = min(self.started, time.perf_counter())  # the truth budget's clock, from the first run
             deadline = None if self.cfg.max_minutes is None else time.monotonic() + 60 * self.cfg.max_minutes
             while self.update_idx < total and (deadline is None or time.monotonic() < deadline):
                 record = self.train_step()
