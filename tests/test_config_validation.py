@@ -244,6 +244,19 @@ def test_from_dict_migrates_an_old_ppo_gamma_that_agrees():
     assert TrainConfig.from_dict(tiny_dict(**{"ppo.gamma": 0.995})) == preset("tiny")
 
 
+def test_a_config_from_before_reward_modes_keeps_the_reward_it_trained_on():
+    """`world.reward.mode`'s default changed to 'simplified'; a file without the field ran 'contribution'."""
+    old = tiny_dict()
+    del old["world"]["reward"]["mode"]
+    assert TrainConfig.from_dict(old) == preset("tiny", **{"world.reward.mode": "contribution"})
+    no_reward = tiny_dict()
+    del no_reward["world"]["reward"]
+    assert TrainConfig.from_dict(no_reward).world.reward.mode == "contribution"
+    assert TrainConfig.from_dict(tiny_dict()).world.reward.mode == "simplified"  # a file with the field keeps it
+    with pytest.raises(ConfigError, match="world.reward"):  # a reward that is not an object is still named
+        TrainConfig.from_dict(tiny_dict(**{"world.reward": 3}))
+
+
 # --- the CLI: exit code 2, one line, no traceback, nothing written ----------------------------------------------------
 
 CLI = [

@@ -1,6 +1,7 @@
 """MorphoEnv and VectorEnv: the gym contract, determinism, illegal actions, counterfactuals, episode summaries."""
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from esper_lab.actions import (
     SeedStage,
     TempoAction,
 )
-from esper_lab.config import WorldConfig
+from esper_lab.config import RewardConfig, WorldConfig
 from esper_lab.env.morpho_env import SUMMARY_KEY, MorphoEnv, World, WorldAdam
 from esper_lab.env.reward import REWARD_TERMS
 from esper_lab.env.vector import VectorEnv
@@ -90,7 +91,7 @@ def test_no_global_rng_leaks_in_or_out():
 
 
 def test_illegal_action_executes_as_wait_and_says_so():
-    world = World(CFG)
+    world = World(replace(CFG, reward=RewardConfig(mode="contribution")))  # the mode with an illegal-op penalty
     world.reset(0)
     _, _, info = world.step(act(LifecycleOp.FOSSILIZE, slot=2))  # nothing to fossilize
     assert info["illegal"] and info["executed_op"] == "WAIT" and info["op"] == "FOSSILIZE"

@@ -19,7 +19,7 @@ from esper_lab.env.reward import (
 )
 from esper_lab.env.slot import SlotReport
 
-CFG = RewardConfig(contribution_weight=1.0, proxy_weight=0.3)  # Esper's unit weights: formulas read plainly
+CFG = RewardConfig(mode="contribution", contribution_weight=1.0, proxy_weight=0.3)  # Esper's unit weights
 HOST = 400
 
 

@@ -67,10 +67,11 @@ def test_every_mode_fills_the_one_breakdown_and_only_its_own_terms(mode):
     assert values["terminal"] > 0  # every mode pays something at the end
 
 
-def test_the_default_mode_is_contribution_and_pays_no_fossilize_term():
-    assert RewardConfig().mode == "contribution" and TrainConfig().world.reward.mode == "contribution"
+def test_the_default_mode_is_simplified_and_contribution_pays_no_fossilize_term():
+    assert RewardConfig().mode == "simplified" and TrainConfig().world.reward.mode == "simplified"
     good = seed(SeedStage.HOLDING, contribution=5.0, epochs_in_stage=5)
-    assert compute_reward(outcome([good], op=LifecycleOp.FOSSILIZE), RewardConfig()).fossilize == 0.0
+    phase4 = RewardConfig(mode="contribution")
+    assert compute_reward(outcome([good], op=LifecycleOp.FOSSILIZE), phase4).fossilize == 0.0
 
 
 # --- simplified -------------------------------------------------------------------------------------------------
@@ -353,7 +354,7 @@ def test_the_train_panel_starts_a_run_with_the_chosen_mode(runs_dir, monkeypatch
     at = AppTest.from_file(str(DASHBOARD), default_timeout=30).run()
     at.selectbox(key="train_preset").set_value("tiny").run()
     reward = at.selectbox(key="train_reward")
-    assert reward.options == list(REWARD_MODES) and reward.value == "contribution"
+    assert reward.options == list(REWARD_MODES) and reward.value == "simplified"
     reward.set_value("basic")
     at.button(key="start").click().run()
     assert not at.exception

@@ -37,7 +37,7 @@ def assert_terms_add_up(row: dict) -> None:
 @pytest.mark.usefixtures("one_thread")
 def test_trainer_records_every_reward_term_and_they_sum_to_the_return(tmp_path):
     run = tmp_path / "run"
-    trainer = Trainer(preset("tiny", updates=2, **{"world.max_epochs": 5}), run)
+    trainer = Trainer(preset("tiny", updates=2, **{"world.max_epochs": 5, "world.reward.mode": "contribution"}), run)
     (run / "baselines.json").write_text("{}")  # skip the baseline evaluation (not under test here)
     records = trainer.run()
     rows = RunReader(run).metrics()
@@ -45,7 +45,7 @@ def test_trainer_records_every_reward_term_and_they_sum_to_the_return(tmp_path):
     for row, record in zip(rows, records):
         assert {k: row[k] for k in TERM_KEYS} == {k: record[k] for k in TERM_KEYS}  # written as recorded
         assert_terms_add_up(row)
-        assert row[f"{REWARD_TERM_PREFIX}fossilize"] == 0.0  # 'contribution' (tiny's mode) pays no fossilize bonus
+        assert row[f"{REWARD_TERM_PREFIX}fossilize"] == 0.0  # 'contribution' pays no fossilize bonus
         assert row[f"{REWARD_TERM_PREFIX}attribution"] != 0.0 and row[f"{REWARD_TERM_PREFIX}terminal"] != 0.0
     assert json.loads((run / "config.json").read_text())["world"]["reward"]["mode"] == "contribution"
 
@@ -166,8 +166,11 @@ def test_compare_view_notes_an_old_run_without_terms(lesson_runs):
 
 
 def test_compare_view_with_only_old_runs_has_no_breakdown(runs_dir):
-    make_run(runs_dir, "old-a", updates=4)
-    make_run(runs_dir, "old-b", updates=4, seed=1)
+    for name, seed in (("old-a", 0), ("old-b", 1)):
+        run = make_run(runs_dir, name, updates=4, seed=seed)
+        config = json.loads((run / "config.json").read_text())
+        del config["world"]["reward"]["mode"]  # written before reward modes existed
+        atomic_write(run / "config.json", dumps(config))
     at = compare_view(["old-a", "old-b"])
     assert any("No per-term reward breakdown for old-a, old-b" in i.value for i in at.info)
     assert rewards.TITLE not in charts(at)

@@ -14,6 +14,7 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from esper_lab.config import CHANGED_DEFAULTS
 from esper_lab.runs import REWARD_TERM_PREFIX
 
 from .common import PALETTE, Rows, axis, col, layout
@@ -44,8 +45,8 @@ def tail_mean(rows: Rows, key: str, last: int = LAST_N) -> float | None:
 
 
 def reward_mode(config: dict) -> str:
-    """The run's `world.reward.mode`; a config from before reward modes existed trained on 'contribution'."""
-    return ((config.get("world") or {}).get("reward") or {}).get("mode", "contribution")
+    """The run's `world.reward.mode`; a config from before reward modes existed ran the mode it migrates to."""
+    return ((config.get("world") or {}).get("reward") or {}).get("mode", CHANGED_DEFAULTS["world.reward.mode"][0])
 
 
 def outcome(label: str, config: dict, rows: Rows, last: int = LAST_N) -> dict:
