@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO))
 from esper_lab.runs import RunReader  # noqa: E402
 from esper_lab.stats import paired_difference  # noqa: E402
 
-MASK_VARIANTS = ("conditional:policy.masks=conditional", "independent:policy.masks=independent")
+MASK_VARIANTS = ("conditional:policy.masks=conditional,world.reward.mode=contribution",
+                 "independent:policy.masks=independent,world.reward.mode=contribution")  # measured under contribution
 EVAL_SEED = 5_000_000
 
 

@@ -43,7 +43,8 @@ def probe_json(critic: str, args: argparse.Namespace) -> Path:
 def train_and_probe(critic: str, args: argparse.Namespace) -> None:
     exe, folder = str(REPO / ".venv" / "bin" / "esper-lab"), run_dir(critic, args)
     run([exe, "train", "--preset", "demo", "--seed", str(args.seed), "--critic", critic, "--updates", "100000",
-         "--max-minutes", str(args.minutes), "--run-dir", str(folder), "--quiet", "--overwrite"])
+         "--max-minutes", str(args.minutes), "--set", f"world.reward.mode={args.reward}", "--run-dir", str(folder),
+         "--quiet", "--overwrite"])
     run([exe, "probe", "--checkpoint", str(folder / "checkpoint.pt"), "--rollouts", str(args.rollouts), "--seed",
          str(args.seed), "--json", str(probe_json(critic, args))])
 
@@ -90,6 +91,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget per run (default 10)")
     parser.add_argument("--rollouts", type=int, default=16, help="K for the final probe (default 16)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reward", default="contribution", help="world.reward.mode of the runs (default "
+                        "contribution: what the README's table measured, before the default became simplified)")
     parser.add_argument("--critics", default=",".join(CRITIC_MODES), help="comma-separated (default: all three)")
     parser.add_argument("--runs-root", type=Path, default=Path("/tmp/esper-critic-truth"))
     parser.add_argument("--out", type=Path, default=REPO / "results")
