@@ -55,11 +55,17 @@ def nb_size(environ: Mapping[str, str] | None = None) -> str:
 
 
 def setup(seed: int = 0, threads: int = 2) -> str:
-    """Pin torch threads and seed torch, numpy and random; return the notebook size (`ci` or `full`)."""
+    """Pin torch threads and seed torch, numpy and random; return the notebook size (`ci` or `full`).
+
+    With `ESPER_LAB_NB_PNG=1` (what `scripts/build_notebooks.py` sets for the notebooks it saves) it also makes
+    every plotly figure a cell shows carry a static PNG beside its plotly JSON (`store_figures_as_png`).
+    """
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
+    if png_figures_wanted():
+        store_figures_as_png()
     return nb_size()
 
 
@@ -500,3 +506,334 @@ def tail_mean(records: Sequence[Mapping[str, Any]], key: str, fraction: float = 
 def head_mean(records: Sequence[Mapping[str, Any]], key: str, fraction: float = 0.25) -> float:
     """Mean of the finite values of `key` over the first `fraction` of the records (at least one record)."""
     return edge_mean(records, key, fraction, tail=False)
+
+
+# --- pictures that render anywhere: a static PNG beside each plotly figure ----------------------------------------
+
+PNG_ENV = "ESPER_LAB_NB_PNG"
+PNG_WIDTH = 900  # layout pixels of the PNG of a figure that sets no width of its own
+FIGURE_RENDERERS = "plotly_mimetype+png"
+
+
+def png_figures_wanted(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether `$ESPER_LAB_NB_PNG` asks for PNG figures: `1` yes, `0` or unset no; anything else raises ValueError."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(PNG_ENV, "0").strip() or "0"
+    if value not in ("0", "1"):
+        raise ValueError(f"{PNG_ENV} must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
+def store_figures_as_png(width: int = PNG_WIDTH, scale: float = 1.0, timeout: float = 120.0) -> None:
+    """From now on, every plotly figure a cell shows is stored twice in its output: as plotly JSON (interactive in
+    JupyterLab) and as an `image/png` (what GitHub, nbviewer and `jupyter nbconvert --to html` show).
+
+    The PNG comes from kaleido, which drives a Chromium already on the machine (Debian's `chromium`, found on PATH,
+    or the one `$BROWSER_PATH` names) and downloads nothing: plotly.js comes from the plotly package and MathJax is
+    off. One kaleido browser is started here and kept for the kernel's life, so each figure costs one render, not
+    one browser start. Raises RuntimeError, before any cell shows a figure, when there is no Chromium or a first
+    export fails or takes longer than `timeout` seconds.
+    """
+    import kaleido
+    import plotly.io as pio
+    from choreographer.browsers.chromium import Chromium  # the lookup kaleido's browser makes
+
+    browser = Chromium.find_browser(skip_local=False)
+    if not browser or not os.path.isfile(browser):
+        raise RuntimeError(f"{PNG_ENV}=1 but no Chromium was found (BROWSER_PATH={os.environ.get('BROWSER_PATH')!r}); "
+                           "install Debian's: apt-get install chromium")
+    pio.defaults.headers = None  # extra HTTP headers only matter to map tiles; a per-call option a server ignores
+    kaleido.start_sync_server(mathjax=False, silence_warnings=True)
+    failure = _first_export(pio, timeout)
+    if failure:
+        raise RuntimeError(f"{PNG_ENV}=1 but kaleido could not export a figure with {browser}: {failure}")
+    pio.defaults.default_width, pio.defaults.default_scale = width, scale  # a figure's own width / height win
+    pio.renderers.default = FIGURE_RENDERERS
+
+
+def _first_export(pio: Any, timeout: float) -> str:
+    """Export an empty figure (which starts the browser) within `timeout` seconds: '' or what went wrong. A browser
+    that dies while starting stops kaleido's server thread and would leave the export waiting for ever."""
+    import threading
+
+    outcome: list[str] = []
+
+    def export() -> None:
+        try:
+            pio.to_image(go.Figure(), format="png", width=10, height=10)
+            outcome.append("")
+        except Exception as exc:  # noqa: BLE001 - reported by the caller
+            outcome.append(f"{type(exc).__name__}: {exc}")
+
+    worker = threading.Thread(target=export, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return outcome[0] if outcome else f"no image after {timeout:.0f} s"
+
+
+# --- the mask explorer (notebook 00) ------------------------------------------------------------------------------
+
+from dataclasses import replace as _replace  # noqa: E402
+
+from esper_lab.actions import (  # noqa: E402
+    DEFAULT_SLOT_IDS,
+    OP_SLOT_KEY,
+    AlphaCurveAction,
+    AlphaMode,
+    AlphaSpeedAction,
+    AlphaTargetAction,
+    GerminationStyle,
+    LifecycleOp,
+    TempoAction,
+)
+from esper_lab.rl.advantages import compute_gae  # noqa: E402
+
+REPORTED_STAGES: tuple[SeedStage, ...] = tuple(s for s in SeedStage if s not in (SeedStage.UNKNOWN, SeedStage.DORMANT))
+"""The stages an occupied slot can report (an empty slot, DORMANT, has no report at all; UNKNOWN is never used)."""
+EMPTY_STAGE = -1  # the explorer's dropdown value for an empty slot
+STAGE_CHOICES: tuple[tuple[str, int], ...] = (("empty", EMPTY_STAGE),) + tuple((s.name, int(s)) for s in REPORTED_STAGES)
+ALPHA_MODE_CHOICES: tuple[tuple[str, int], ...] = tuple((m.name, int(m)) for m in AlphaMode)
+
+
+def head_choice_names(slot_ids: Sequence[str] = DEFAULT_SLOT_IDS) -> dict[str, tuple[str, ...]]:
+    """The name of every choice of every head, `{head: names}` in `HEAD_NAMES` order (the slot head's choices are
+    `slot_ids`, the others the members of the head's enum in `esper_lab.actions`)."""
+    enums = {"blueprint": BlueprintAction, "style": GerminationStyle, "tempo": TempoAction,
+             "alpha_target": AlphaTargetAction, "alpha_speed": AlphaSpeedAction, "alpha_curve": AlphaCurveAction,
+             "op": LifecycleOp}
+    names = {"slot": tuple(slot_ids), **{head: tuple(m.name for m in enum) for head, enum in enums.items()}}
+    return {head: names[head] for head in HEAD_NAMES}
+
+
+def report_with_slots(report: Any, slots: Sequence[tuple[SeedStage | None, AlphaMode]], template: Any,
+                      slot_ids: Sequence[str] = DEFAULT_SLOT_IDS) -> Any:
+    """A copy of the world report `report` (an `env.morpho_env.WorldReport`) whose slots hold seeds in the given
+    `(stage, alpha mode)` states, `stage=None` for an empty slot.
+
+    Each occupied slot is a copy of the real `SlotReport` `template` with its slot id, stage and alpha mode replaced;
+    everything else (seed age, alpha, blueprint, ...) stays the template's. The copy's `action_masks()` is then the
+    package's own computation, the one `VectorEnv.masks()` runs for a world in that state.
+    """
+    if len(slots) != len(report.slots):
+        raise ValueError(f"the report has {len(report.slots)} slots, got {len(slots)} slot states")
+    reports = tuple(None if stage is None else
+                    _replace(template, slot_id=slot_ids[i], stage=SeedStage(stage), alpha_mode=AlphaMode(mode))
+                    for i, (stage, mode) in enumerate(slots))
+    return _replace(report, slots=reports)
+
+
+MASK_COLORS = [[0, "#f5f5f5"], [1, "#9ecae1"]]  # illegal, legal (as in mask_timeline_figure)
+
+
+def masks_figure(masks: Mapping[str, torch.Tensor], slot_ids: Sequence[str] = DEFAULT_SLOT_IDS,
+                 title: str = "Legal-action masks") -> go.Figure:
+    """The masks of one world (`compute_action_masks` / `WorldReport.action_masks()`: `{head: [k]}` and
+    `masks["op_slot"] [6, S]`) side by side.
+
+    Left: the op -> slot table, one row per op, with the op mask (the row's OR over slots) as a last column. Right:
+    every head's mask, one column per head in `HEAD_NAMES` order, one row per choice index, each cell named after its
+    choice (cells past a head's size are blank). The figure sets its own width so the choice names fit.
+    """
+    from plotly.subplots import make_subplots
+
+    op_slot = masks[OP_SLOT_KEY].to(torch.int64)  # [6, S]
+    left = torch.cat([op_slot, masks["op"].to(torch.int64).unsqueeze(-1)], dim=-1).tolist()  # [6, S + 1]
+    names = head_choice_names(slot_ids)
+    rows = max(len(v) for v in names.values())  # 13, the blueprint head
+    right = [[int(masks[h][i]) if i < len(names[h]) else None for h in HEAD_NAMES] for i in range(rows)]  # [13, 8]
+    text = [[names[h][i] if i < len(names[h]) else "" for h in HEAD_NAMES] for i in range(rows)]
+
+    titles = ("op → slot (masks['op_slot']) and the op mask", "head masks, by choice index")
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.2, 0.8], horizontal_spacing=0.045, subplot_titles=titles)
+    fig.add_trace(go.Heatmap(z=left, x=[*slot_ids, "op mask"], y=list(OP_NAMES), colorscale=MASK_COLORS, zmin=0, zmax=1,
+                             showscale=False, xgap=2, ygap=2, text=[["yes" if v else "" for v in row] for row in left],
+                             texttemplate="%{text}", hovertemplate="%{y} on %{x}: %{z}<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Heatmap(z=right, x=list(HEAD_NAMES), y=list(range(rows)), colorscale=MASK_COLORS, zmin=0, zmax=1,
+                             showscale=False, xgap=2, ygap=2, text=text, texttemplate="%{text}", textfont=dict(size=8),
+                             hovertemplate="%{x} choice %{y} (%{text}): %{z}<extra></extra>"), row=1, col=2)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(dtick=1, row=1, col=2)  # the choice index (the subplot title says so)
+    fig.update_layout(title=f"{title} (blue = legal)", width=1040, height=460, plot_bgcolor="white",
+                      margin=dict(t=80, b=40, l=125, r=10))
+    return fig
+
+
+def mask_explorer(report: Any, template: Any, initial: Sequence[tuple[SeedStage | None, AlphaMode]] | None = None,
+                  slot_ids: Sequence[str] = DEFAULT_SLOT_IDS) -> Any:
+    """An ipywidgets panel: per slot, a stage dropdown (or empty) and an alpha-mode dropdown, and the `masks_figure`
+    of `report_with_slots(report, chosen states, template)`.
+
+    Returns the `VBox`; `.stages` and `.modes` are the dropdowns, `.refresh()` recomputes the masks (the package's
+    own `action_masks()`), redraws, and returns them; it runs on every dropdown change.
+    """
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    num_slots = len(report.slots)
+    initial = list(initial) if initial is not None else [(None, AlphaMode.HOLD)] * num_slots
+    stages = [widgets.Dropdown(options=list(STAGE_CHOICES), value=EMPTY_STAGE if st is None else int(st),
+                               description=slot_ids[i], layout=widgets.Layout(width="220px"))
+              for i, (st, _) in enumerate(initial)]
+    modes = [widgets.Dropdown(options=list(ALPHA_MODE_CHOICES), value=int(mode), description="alpha",
+                              layout=widgets.Layout(width="220px")) for _, mode in initial]
+    out = widgets.Output()
+
+    def chosen() -> list[tuple[SeedStage | None, AlphaMode]]:
+        return [(None if s.value == EMPTY_STAGE else SeedStage(s.value), AlphaMode(m.value))
+                for s, m in zip(stages, modes)]
+
+    def refresh(*_: Any) -> dict[str, torch.Tensor]:
+        slots = chosen()
+        masks = report_with_slots(report, slots, template, slot_ids).action_masks()
+        label = ", ".join(f"{slot_ids[i]} " + ("empty" if st is None else f"{st.name} (alpha {mode.name})")
+                          for i, (st, mode) in enumerate(slots))
+        out.clear_output(wait=True)
+        with out:
+            display(masks_figure(masks, slot_ids, label))
+        return masks
+
+    for d in (*stages, *modes):
+        d.observe(refresh, names="value")
+    panel = widgets.VBox([widgets.HBox([widgets.VBox([s, m]) for s, m in zip(stages, modes)]), out])
+    panel.refresh = refresh  # type: ignore[attr-defined]
+    panel.stages, panel.modes = stages, modes  # type: ignore[attr-defined]
+    refresh()
+    return panel
+
+
+# --- GAE: the worked example's panel and a rollout's advantages (notebook 04) -------------------------------------
+
+
+def gae_figure(advantages: torch.Tensor, returns: torch.Tensor, values: torch.Tensor,
+               title: str = "GAE advantages and returns") -> go.Figure:
+    """One episode's `advantages [T]` as bars, its `returns [T]` (advantages + values) and `values [T]` as lines."""
+    steps = list(range(len(advantages)))
+    fig = go.Figure([
+        go.Bar(x=steps, y=advantages.tolist(), name="advantage A_t", marker_color="#9ecae1"),
+        go.Scatter(x=steps, y=returns.tolist(), mode="lines+markers", name="return A_t + V_t",
+                   line=dict(color="#ff7f0e")),
+        go.Scatter(x=steps, y=values.tolist(), mode="lines+markers", name="value V_t",
+                   line=dict(color="#7f7f7f", dash="dot")),
+    ])
+    fig.update_layout(title=title, xaxis=dict(title="step t", dtick=1), height=360,
+                      margin=dict(t=50, b=40, l=60, r=20))
+    return fig
+
+
+def gae_panel(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, truncated: torch.Tensor,
+              bootstrap_values: torch.Tensor, gamma: float, lam: float) -> Any:
+    """An ipywidgets panel: γ and λ sliders and the `gae_figure` of `compute_gae` on one episode (`[T]` tensors).
+
+    Returns the `VBox` (children: the γ slider, the λ slider, the figure); `.gamma` and `.lam` are the sliders,
+    `.refresh()` recomputes `(advantages [T], returns [T])` with the package's `compute_gae`, redraws, and returns
+    them; it runs on every slider change.
+    """
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    gamma_slider = widgets.FloatSlider(value=gamma, min=0.0, max=1.0, step=0.005, description="γ",
+                                       readout_format=".3f", continuous_update=False)
+    lam_slider = widgets.FloatSlider(value=lam, min=0.0, max=1.0, step=0.01, description="λ",
+                                     readout_format=".2f", continuous_update=False)
+    out = widgets.Output()
+
+    def refresh(*_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        g, lam_ = float(gamma_slider.value), float(lam_slider.value)
+        adv, ret = compute_gae(rewards, values, dones, truncated, bootstrap_values, g, lam_)  # [T] each
+        out.clear_output(wait=True)
+        with out:
+            display(gae_figure(adv, ret, values, f"compute_gae at γ = {g:g}, λ = {lam_:g}"))
+        return adv, ret
+
+    for s in (gamma_slider, lam_slider):
+        s.observe(refresh, names="value")
+    panel = widgets.VBox([gamma_slider, lam_slider, out])
+    panel.refresh = refresh  # type: ignore[attr-defined]
+    panel.gamma, panel.lam = gamma_slider, lam_slider  # type: ignore[attr-defined]
+    refresh()
+    return panel
+
+
+OP_LETTERS: tuple[str, ...] = ("W", "G", "S", "P", "F", "A")
+"""One letter per op, in `LifecycleOp` order (WAIT, GERMINATE, SET_ALPHA_TARGET, PRUNE, FOSSILIZE, ADVANCE)."""
+
+
+def advantage_heatmap(advantages: torch.Tensor, ops: torch.Tensor,
+                      title: str = "GAE advantages per world and step") -> go.Figure:
+    """`advantages [E, T]` as a heatmap (one row per world, one column per step, red < 0 < blue), each cell marked
+    with the letter of the op executed at that step (`ops [E, T]`, `OP_LETTERS`; WAIT, the common case, is left
+    blank); hovering a cell names its op."""
+    if advantages.dim() != 2 or advantages.shape != ops.shape:
+        raise ValueError(f"advantages and ops must both be [E, T] of one shape, got {tuple(advantages.shape)} "
+                         f"and {tuple(ops.shape)}")
+    E, T = advantages.shape
+    op_rows = ops.tolist()  # [E, T]
+    text = [["" if op == LifecycleOp.WAIT else OP_LETTERS[op] for op in row] for row in op_rows]
+    legend = ", ".join(f"{OP_LETTERS[op]} = {op.name}" for op in LifecycleOp if op != LifecycleOp.WAIT)
+    hover = "%{y}, step %{x}<br>op %{customdata}<br>advantage %{z:.4f}<extra></extra>"
+    fig = go.Figure(go.Heatmap(z=advantages.tolist(), x=list(range(T)), y=[f"world {e}" for e in range(E)],
+                               colorscale="RdBu", zmid=0.0, text=text, texttemplate="%{text}", textfont=dict(size=10),
+                               customdata=[[OP_NAMES[op] for op in row] for row in op_rows], colorbar=dict(title="A_t"),
+                               hovertemplate=hover))
+    fig.update_layout(title=f"{title}<br><sup>{legend}; blank = WAIT</sup>", xaxis_title="step t", height=140 + 26 * E,
+                      yaxis=dict(autorange="reversed"), margin=dict(t=70, b=40, l=80, r=20))
+    return fig
+
+
+# --- a data-flow diagram of boxes and arrows (notebook 03) --------------------------------------------------------
+
+
+@dataclass
+class FlowNode:
+    """One box of `flow_figure`: its centre `(x, y)` in data units, its text (plotly HTML: `<b>`, `<br>`) and fill."""
+
+    x: float
+    y: float
+    text: str
+    color: str = "#deebf7"
+
+
+def _box_border(x0: float, y0: float, x1: float, y1: float, width: float, height: float) -> tuple[float, float]:
+    """Where the ray from `(x0, y0)`, the centre of a `width` x `height` box, towards `(x1, y1)` leaves the box."""
+    dx, dy = x1 - x0, y1 - y0
+    if dx == 0 and dy == 0:
+        raise ValueError(f"the ray from ({x0}, {y0}) has no direction: the target is the box's own centre")
+    t = min(width / 2 / abs(dx) if dx else float("inf"), height / 2 / abs(dy) if dy else float("inf"))
+    return x0 + t * dx, y0 + t * dy
+
+
+def flow_figure(nodes: Mapping[str, FlowNode], edges: Sequence[tuple[str, str, str]], title: str,
+                box_size: tuple[float, float] = (3.0, 0.7), height: int = 480) -> go.Figure:
+    """A diagram of boxes (`nodes`, `{name: FlowNode}`, each `box_size` = (width, height) data units) and arrows
+    (`edges`, `(from, to, label)`; an empty label draws none), drawn with plotly shapes and annotations.
+
+    Each arrow runs from the border of its source box to the border of its target box, along the line joining
+    their centres; its label sits at the arrow's middle.
+    """
+    w, h = box_size
+    for src, dst, _ in edges:
+        if src not in nodes or dst not in nodes:
+            raise ValueError(f"edge {src!r} -> {dst!r}: both ends must be nodes, have {sorted(nodes)}")
+        if (nodes[src].x, nodes[src].y) == (nodes[dst].x, nodes[dst].y):
+            raise ValueError(f"edge {src!r} -> {dst!r}: the two boxes have the same centre")
+    fig = go.Figure()
+    for node in nodes.values():
+        fig.add_shape(type="rect", x0=node.x - w / 2, x1=node.x + w / 2, y0=node.y - h / 2, y1=node.y + h / 2,
+                      fillcolor=node.color, line=dict(color="#555", width=1), layer="below")
+    arrows, labels = [], []
+    for src, dst, label in edges:
+        a, b = nodes[src], nodes[dst]
+        tail = _box_border(a.x, a.y, b.x, b.y, w, h)
+        head = _box_border(b.x, b.y, a.x, a.y, w, h)
+        arrows.append(dict(x=head[0], y=head[1], ax=tail[0], ay=tail[1], xref="x", yref="y", axref="x", ayref="y",
+                           text="", showarrow=True, arrowhead=3, arrowsize=1.2, arrowwidth=1.5, arrowcolor="#555"))
+        if label:
+            labels.append(dict(x=(tail[0] + head[0]) / 2, y=(tail[1] + head[1]) / 2, text=label, showarrow=False,
+                               font=dict(size=10, color="#333", style="italic"), bgcolor="white"))
+    texts = [dict(x=n.x, y=n.y, text=n.text, showarrow=False, font=dict(size=11)) for n in nodes.values()]
+    xs, ys = [n.x for n in nodes.values()], [n.y for n in nodes.values()]
+    fig.update_layout(title=title, height=height, annotations=arrows + texts + labels, showlegend=False,
+                      xaxis=dict(visible=False, range=[min(xs) - w / 2 - 0.1, max(xs) + w / 2 + 0.1]),
+                      yaxis=dict(visible=False, range=[min(ys) - h / 2 - 0.1, max(ys) + h / 2 + 0.1]),
+                      plot_bgcolor="white", margin=dict(t=50, b=10, l=10, r=10))
+    return fig

@@ -12,14 +12,17 @@ format (which VS Code and JupyterLab understand too):
     print(obs.shape)
 
 This script reads each source with jupytext, writes it as `notebooks/NN_name.ipynb` (nbformat 4, kernelspec
-`python3`, stable cell ids), executes it with nbclient in `notebooks/` with `ESPER_LAB_NB_SIZE` set (default `full`:
-the committed outputs come from a full run), and refuses to save a notebook whose execution wrote anything to stderr
+`python3`, stable cell ids; cell metadata such as `jupyter={"source_hidden": true}` is kept), executes it with
+nbclient in `notebooks/` with `ESPER_LAB_NB_SIZE` set (default `full`: the committed outputs come from a full run) and
+`ESPER_LAB_NB_PNG=1`, so that every plotly figure is saved with a static PNG beside its plotly JSON (kaleido and
+Debian's `chromium`; `nb_helpers.setup`), and refuses to save a notebook whose execution wrote anything to stderr
 or raised. The .ipynb files are generated: edit the source, rebuild, commit both (`tests/test_notebook_sources.py`
 fails when they drift apart).
 
     .venv/bin/python scripts/build_notebooks.py                # build + execute all, full size
     .venv/bin/python scripts/build_notebooks.py 03 05          # only notebooks whose name starts with 03 or 05
     .venv/bin/python scripts/build_notebooks.py --size ci      # a quick execution (do not commit these outputs)
+    .venv/bin/python scripts/build_notebooks.py --no-png       # figures as plotly JSON only (do not commit these)
     .venv/bin/python scripts/build_notebooks.py --no-execute   # regenerate the cells only (outputs dropped)
     .venv/bin/python scripts/build_notebooks.py --keep-outputs # regenerate the cells, keep the committed outputs
                                                                # of every code cell whose source is unchanged
@@ -102,9 +105,11 @@ def stderr_outputs(nb: nbformat.NotebookNode) -> list[str]:
     return problems
 
 
-def execute(nb: nbformat.NotebookNode, size: str, timeout: int) -> float:
-    """Execute in place in `notebooks/` with ESPER_LAB_NB_SIZE=size; returns the wall time in seconds."""
+def execute(nb: nbformat.NotebookNode, size: str, timeout: int, png: bool = True) -> float:
+    """Execute in place in `notebooks/` with ESPER_LAB_NB_SIZE=size and ESPER_LAB_NB_PNG=1 (0 without `png`);
+    returns the wall time in seconds."""
     os.environ["ESPER_LAB_NB_SIZE"] = size
+    os.environ["ESPER_LAB_NB_PNG"] = "1" if png else "0"  # read by nb_helpers.setup() in the kernel
     client = NotebookClient(
         nb,
         timeout=timeout,
@@ -134,7 +139,7 @@ def build(source: Path, args: argparse.Namespace) -> bool:
         dropped = keep_outputs(nb, nbformat.read(target, as_version=4)) if target.exists() else "all"
         write(nb, target, f"rebuilt without executing; code cells without outputs: {dropped or 'none'}")
     else:
-        seconds = execute(nb, args.size, args.timeout)
+        seconds = execute(nb, args.size, args.timeout, png=not args.no_png)
         problems = stderr_outputs(nb)
         if problems:
             print(f"{source.name}: NOT saved ({seconds:.1f} s at size {args.size}):", file=sys.stderr)
@@ -154,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--keep-outputs", action="store_true",
                       help="write the cells without running them, keeping the committed outputs of unchanged cells")
     parser.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds (default: 1800)")
+    parser.add_argument("--no-png", action="store_true",
+                        help="do not store a PNG beside each plotly figure (quicker; needs no chromium)")
     args = parser.parse_args(argv)
 
     chosen = sources(args.only)

@@ -46,6 +46,7 @@ def test_nb_size_defaults_to_full_and_validates():
 
 def test_setup_pins_threads_and_seeds(monkeypatch):
     monkeypatch.setenv("ESPER_LAB_NB_SIZE", "ci")
+    monkeypatch.delenv("ESPER_LAB_NB_PNG", raising=False)  # no browser here (tests/test_notebook_outputs.py has one)
     before = torch.get_num_threads()
     try:
         assert nh.setup(seed=3, threads=1) == "ci"
@@ -217,3 +218,135 @@ def test_blueprint_timeline_figure():
     z = fig.data[0].z
     assert [list(row) for row in z] == [[None, 3, 3], [None, None, None], [None, None, 7]]
     assert fig.data[0].text[0][1] == "norm" and list(fig.data[0].y)[2] == "world 0 · r0c2"
+
+
+def test_png_figures_wanted_reads_its_switch():
+    assert nh.png_figures_wanted({}) is False
+    assert nh.png_figures_wanted({"ESPER_LAB_NB_PNG": "0"}) is False
+    assert nh.png_figures_wanted({"ESPER_LAB_NB_PNG": " 1 "}) is True
+    with pytest.raises(ValueError, match="ESPER_LAB_NB_PNG"):
+        nh.png_figures_wanted({"ESPER_LAB_NB_PNG": "yes"})
+
+
+
+# --- the mask explorer, the GAE panel, the advantage heatmap, the flow diagram ------------------------------------
+
+from esper_lab.actions import OP_SLOT_KEY, AlphaMode, BlendOp, SlotView, compute_action_masks, head_sizes  # noqa: E402
+from esper_lab.actions import HEAD_NAMES  # noqa: E402
+from esper_lab.env.morpho_env import WorldReport  # noqa: E402
+from esper_lab.env.slot import SlotReport  # noqa: E402
+from esper_lab.rl.advantages import compute_gae  # noqa: E402
+
+_SEED = SlotReport(
+    slot_id="r0c0", stage=SeedStage.TRAINING, blueprint=BlueprintAction.CONV_LIGHT, alpha=0.0, alpha_target=1.0,
+    alpha_mode=AlphaMode.HOLD, alpha_steps_total=0, alpha_steps_done=0, alpha_velocity=0.0, blend_op=BlendOp.ADD,
+    tempo_epochs=5, contribution=None, contribution_velocity=0.0, interaction_sum=0.0, gradient_norm=1.0,
+    gradient_health=1.0, gradient_health_prev=1.0, has_vanishing=False, has_exploding=False, epochs_in_stage=1,
+    seed_age=2, epochs_since_counterfactual=None, acc_at_germination=50.0, seed_params=100, prune_pending=False,
+)
+_WORLD = WorldReport(
+    epoch=3, max_epochs=30, val_loss=1.5, val_acc=62.0, prev_val_loss=1.8, prev_val_acc=59.0, train_loss=1.4,
+    loss_history=(2.3, 2.0), acc_history=(20.0, 59.0), best_acc=62.0, best_loss=1.5, plateau_epochs=0,
+    host_stabilized=False, host_params=386, seed_params=0, slots=(None, None, None), last_action_success=True,
+    last_op=LifecycleOp.WAIT, seeds_germinated=0, max_seeds=None,
+)
+_T, _F = True, False
+
+
+def test_head_choice_names_match_the_head_sizes():
+    names = nh.head_choice_names()
+    assert tuple(names) == HEAD_NAMES and {h: len(v) for h, v in names.items()} == head_sizes(3)
+    assert names["slot"] == ("r0c0", "r0c1", "r0c2") and names["op"][LifecycleOp.FOSSILIZE] == "FOSSILIZE"
+    assert names["blueprint"][BlueprintAction.CONV_HEAVY] == "CONV_HEAVY"
+
+
+def test_report_with_slots_gives_the_package_masks():
+    states = [(SeedStage.HOLDING, AlphaMode.HOLD), (SeedStage.BLENDING, AlphaMode.UP), (None, AlphaMode.HOLD)]
+    report = nh.report_with_slots(_WORLD, states, _SEED)
+    assert report.slots[2] is None and [s.slot_id for s in report.slots[:2]] == ["r0c0", "r0c1"]
+    assert (report.slots[1].stage, report.slots[1].alpha_mode, report.slots[1].seed_age) == (
+        SeedStage.BLENDING, AlphaMode.UP, _SEED.seed_age)
+    assert _WORLD.slots == (None, None, None) and report.epoch == _WORLD.epoch  # a copy; the original is untouched
+    masks = report.action_masks()
+    expected = compute_action_masks([SlotView(SeedStage.HOLDING, AlphaMode.HOLD, 2),
+                                     SlotView(SeedStage.BLENDING, AlphaMode.UP, 2), SlotView(None)])
+    assert masks.keys() == expected.keys() and all(torch.equal(masks[k], expected[k]) for k in expected)
+    # WAIT anywhere; GERMINATE the empty slot; SET_ALPHA_TARGET, PRUNE, FOSSILIZE the holding seed (the blending one
+    # is ramping); ADVANCE the blending seed
+    assert masks[OP_SLOT_KEY].tolist() == [[_T, _T, _T], [_F, _F, _T], [_T, _F, _F], [_T, _F, _F], [_T, _F, _F],
+                                           [_F, _T, _F]]
+    with pytest.raises(ValueError, match="3 slots"):
+        nh.report_with_slots(_WORLD, states[:2], _SEED)
+
+
+def test_masks_figure_draws_op_slot_and_every_head():
+    masks = compute_action_masks([SlotView(None), SlotView(SeedStage.HOLDING), SlotView(SeedStage.TRAINING, seed_age=3)])
+    fig = nh.masks_figure(masks)
+    left, right = fig.data
+    op_slot = masks[OP_SLOT_KEY].tolist()
+    assert [list(row) for row in left.z] == [[int(v) for v in row] + [int(any(row))] for row in op_slot]
+    assert list(left.x) == ["r0c0", "r0c1", "r0c2", "op mask"] and list(right.x) == list(HEAD_NAMES)
+    blueprint = list(HEAD_NAMES).index("blueprint")
+    assert [row[blueprint] for row in right.z] == masks["blueprint"].to(torch.int64).tolist()  # 13 choices
+    op = list(HEAD_NAMES).index("op")
+    assert [row[op] for row in right.z] == masks["op"].to(torch.int64).tolist() + [None] * 7  # blank below size 6
+    assert right.text[0][op] == "WAIT" and right.text[12][op] == ""
+
+
+def test_mask_explorer_refreshes_on_change():
+    panel = nh.mask_explorer(_WORLD, _SEED)  # every slot empty
+    assert len(panel.stages) == len(panel.modes) == 3
+    assert panel.refresh()["op"].tolist() == [_T, _T, _F, _F, _F, _F]  # WAIT and GERMINATE
+    panel.stages[1].value = int(SeedStage.HOLDING)  # fires the observer
+    masks = panel.refresh()
+    assert masks[OP_SLOT_KEY][LifecycleOp.FOSSILIZE].tolist() == [_F, _T, _F]
+    assert masks[OP_SLOT_KEY][LifecycleOp.PRUNE].tolist() == [_F, _T, _F]
+    panel.modes[1].value = int(AlphaMode.DOWN)  # alpha moving: no PRUNE, no SET_ALPHA_TARGET
+    masks = panel.refresh()
+    assert not masks["op"][LifecycleOp.PRUNE] and not masks["op"][LifecycleOp.SET_ALPHA_TARGET]
+    assert nh.STAGE_CHOICES[0] == ("empty", -1)
+    assert {v for _, v in nh.STAGE_CHOICES[1:]} == {int(s) for s in SeedStage} - {0, int(SeedStage.DORMANT)}
+
+
+def test_gae_panel_recomputes_with_compute_gae():
+    r, v = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.5, 0.4, 0.3])
+    end = torch.tensor([False, False, True])
+    boot = torch.tensor([0.0, 0.0, 1.0])
+    panel = nh.gae_panel(r, v, end, end, boot, 0.9, 0.5)
+    adv, ret = panel.refresh()
+    want_adv, want_ret = compute_gae(r, v, end, end, boot, 0.9, 0.5)
+    assert torch.equal(adv, want_adv) and torch.equal(ret, want_ret)
+    panel.lam.value = 1.0  # fires the observer
+    adv, _ = panel.refresh()
+    returns = torch.tensor([1 + 0.9 * (0.9 * (2 + 0.9 * 1.0)), 0.9 * (2 + 0.9 * 1.0), 2 + 0.9 * 1.0])  # discounted
+    assert torch.allclose(adv, returns - v)  # lambda = 1: Monte Carlo returns minus values
+    panel.gamma.value, panel.lam.value = 0.5, 0.0
+    adv, _ = panel.refresh()
+    assert torch.allclose(adv, torch.tensor([1 + 0.5 * 0.4 - 0.5, 0.5 * 0.3 - 0.4, 2 + 0.5 * 1.0 - 0.3]))  # TD errors
+    assert len(panel.children) == 3
+
+
+def test_advantage_heatmap_marks_the_ops():
+    adv = torch.tensor([[0.5, -1.0, 0.0], [0.1, 0.2, 0.3]])
+    ops = torch.tensor([[0, 1, 4], [5, 0, 3]])
+    heat = nh.advantage_heatmap(adv, ops).data[0]
+    assert [list(row) for row in heat.text] == [["", "G", "F"], ["A", "", "P"]]
+    assert heat.customdata[1][2] == "PRUNE" and [list(row) for row in heat.z] == adv.tolist()
+    assert len(set(nh.OP_LETTERS)) == NUM_OPS
+    with pytest.raises(ValueError, match="must both be"):
+        nh.advantage_heatmap(adv, ops[:, :2])
+
+
+def test_flow_figure_draws_boxes_and_arrows_between_their_borders():
+    nodes = {"a": nh.FlowNode(0, 0, "A"), "b": nh.FlowNode(4, 0, "B"), "c": nh.FlowNode(4, 2, "C")}
+    fig = nh.flow_figure(nodes, [("a", "b", "x"), ("b", "c", "")], "t", box_size=(2.0, 0.8))
+    assert len(fig.layout.shapes) == 3 and fig.layout.shapes[0].x0 == -1.0 and fig.layout.shapes[0].y1 == 0.4
+    arrows = [a for a in fig.layout.annotations if a.showarrow]
+    assert [(a.ax, a.ay, a.x, a.y) for a in arrows] == [pytest.approx((1.0, 0.0, 3.0, 0.0)),
+                                                        pytest.approx((4.0, 0.4, 4.0, 1.6))]
+    assert [a.text for a in fig.layout.annotations if not a.showarrow] == ["A", "B", "C", "x"]
+    assert nh._box_border(0.0, 0.0, 1.0, 1.0, 2.0, 0.8) == pytest.approx((0.4, 0.4))  # a diagonal leaves through the top
+    with pytest.raises(ValueError, match="must be nodes"):
+        nh.flow_figure(nodes, [("a", "z", "")], "t")
+    with pytest.raises(ValueError, match="same centre"):
+        nh.flow_figure({**nodes, "d": nh.FlowNode(0, 0, "D")}, [("a", "d", "")], "t")

@@ -10,7 +10,8 @@
 # - the **blueprints**: the seed modules that can be grafted into a slot, and their sizes;
 # - the seed **lifecycle**, as a picture, and what each stage means for the host;
 # - the eight **action heads**, and which of them matter for which op (the head-relevance table);
-# - the **legal-action masks** and how they change over an episode;
+# - the **legal-action masks** and how they change over an episode, and, in an explorer, the op → slot masks for
+#   any slot contents you choose;
 # - the **Obs V3** layout, 121 = 24 + 7 + 3 × 30, and the **blueprint indices** that travel next to it;
 # - the **blueprint embedding** that turns those indices into vectors (Phase 3).
 #
@@ -140,9 +141,10 @@ env = VectorEnv(world, 1, seed=0)
 policy = HeuristicPolicy()
 reports = env.reset([7])
 policy.reset(1)
-op_masks, chosen, stages, accs, observations, indices = [], [], [], [], [], []
+op_masks, chosen, stages, accs, observations, indices, seen_reports = [], [], [], [], [], [], []
 for t in range(world.max_epochs):
     masks = env.masks()  # {head: [1, k]}
+    seen_reports.append(reports[0])  # the WorldReport the policy acts on
     obs, idx = batch_obs_to_features(reports)
     observations.append(obs[0])
     indices.append(idx[0])
@@ -170,7 +172,88 @@ from esper_lab.plots.seeds import stage_segments, swimlane
 swimlane(stage_segments(stages, host.slot_ids), lanes=host.slot_ids, title="Stage of each slot over the episode")
 
 # %% [markdown]
-# ## 6. Obs V3: what the policy sees
+# ## 6. The masks up close: an explorer
+#
+# The masks come from each world's report: `VectorEnv.masks()` asks every world for `World.action_masks()`, which
+# is `WorldReport.action_masks()` on the world's current report, which calls `actions.compute_action_masks` on what
+# each slot holds. The result has the eight head masks and one more entry, `masks["op_slot"]`, a `[6, 3]` table:
+# for each op, the slots where it can execute (`actions.is_op_legal_for_slot`, the same rule the world executes
+# by). The op mask is that table's OR over slots. With conditional masks (the lab's default) the policy draws the
+# op first, then the slot among that op's row.
+#
+# Below, the episode's last report is copied with chosen slot states (stage and alpha mode) and asked for its
+# masks. Each occupied slot is a copy of a real slot report from the episode with the stage and alpha mode
+# replaced; nothing else changes, so the numbers are those the world would compute. One configuration first, as a
+# plain figure: a HOLDING seed in `r0c0`, a BLENDING seed still ramping alpha up in `r0c1`, `r0c2` empty.
+
+# %%
+from esper_lab.actions import MIN_PRUNE_AGE, OP_SLOT_KEY, AlphaMode, check_op_slot_masks
+from nb_helpers import masks_figure, report_with_slots
+
+final_report = reports[0]  # the world after the episode's last step
+env_masks = env.masks()  # {head: [1, k]}, op_slot: [1, 6, 3]
+assert all(torch.equal(env_masks[k][0], m) for k, m in final_report.action_masks().items())  # the same computation
+template = next((s for r in seen_reports for s in r.slots if s is not None), None)  # a real seed's slot report
+assert template is not None, "the heuristic germinated no seed in this episode"
+assert template.seed_age >= MIN_PRUNE_AGE and final_report.max_seeds is None  # PRUNE is not blocked by age here
+
+default_slots = [(SeedStage.HOLDING, AlphaMode.HOLD), (SeedStage.BLENDING, AlphaMode.UP), (None, AlphaMode.HOLD)]
+explored = report_with_slots(final_report, default_slots, template)
+masks = explored.action_masks()
+expected = {"WAIT": [1, 1, 1], "GERMINATE": [0, 0, 1], "SET_ALPHA_TARGET": [1, 0, 0], "PRUNE": [1, 0, 0],
+            "FOSSILIZE": [1, 0, 0], "ADVANCE": [0, 1, 0]}  # op -> its slots r0c0, r0c1, r0c2
+assert masks[OP_SLOT_KEY].to(torch.int64).tolist() == [expected[op.name] for op in LifecycleOp]
+assert masks["op"].all()  # every op is legal in some slot
+assert masks["style"].all() and masks["alpha_target"].all()  # open: GERMINATE and SET_ALPHA_TARGET are legal
+assert masks["blueprint"].nonzero().flatten().tolist() == sorted(int(bp) for bp in CNN_BLUEPRINTS)
+masks_figure(masks, host.slot_ids, "HOLDING seed in r0c0, BLENDING seed ramping up in r0c1, r0c2 empty")
+
+# %% [markdown]
+# Every op is legal, but not in the same slots. SET_ALPHA_TARGET, PRUNE and FOSSILIZE can act only on the HOLDING
+# seed in `r0c0`; the BLENDING seed can ADVANCE (the mask allows it; the gate then waits until alpha holds at a
+# target of 1) but can be neither pruned nor retargeted while its alpha moves; GERMINATE needs the empty `r0c2`.
+# On the right, the blueprint head allows the 7 CNN blueprints only, and the style and alpha-target heads are
+# open because GERMINATE and SET_ALPHA_TARGET are legal (when neither is, `compute_action_masks` pins each to one
+# choice).
+#
+# The same rules, checked on every combination of slot contents (empty or one of the 8 stages a slot can report,
+# in each of the three slots), with the three slots in each alpha mode in turn, through the world report's own
+# `action_masks()` and `can_execute`:
+
+# %%
+import itertools
+
+from nb_helpers import REPORTED_STAGES
+
+checked = 0
+for mode, stages3 in itertools.product(AlphaMode, itertools.product((None, *REPORTED_STAGES), repeat=3)):
+    combo = [(stage, mode) for stage in stages3]
+    r = report_with_slots(final_report, combo, template)
+    m = r.action_masks()
+    op_slot = m[OP_SLOT_KEY]  # [6, 3]
+    assert torch.equal(m["op"], op_slot.any(-1))  # legal exactly when some slot allows it
+    assert op_slot[LifecycleOp.WAIT].all()  # WAIT is always legal, in any slot
+    assert op_slot[LifecycleOp.FOSSILIZE].tolist() == [st == SeedStage.HOLDING for st, _ in combo]
+    assert op_slot[LifecycleOp.GERMINATE].tolist() == [st is None for st, _ in combo]
+    assert all(op_slot[op, s] == r.can_execute(op, s) for op in LifecycleOp for s in range(3))
+    check_op_slot_masks({k: v.unsqueeze(0) for k, v in m.items()}, step=0)  # the rollout's own consistency check
+    checked += 1
+print(f"{checked} slot configurations checked")
+assert checked == (len(REPORTED_STAGES) + 1) ** 3 * len(AlphaMode)
+
+# %% [markdown]
+# Now try it: pick a stage and an alpha mode for each slot (the figure redraws in a live notebook; a static export
+# such as GitHub shows the default above instead).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from nb_helpers import mask_explorer
+
+explorer = mask_explorer(final_report, template, initial=default_slots)
+explorer
+
+# %% [markdown]
+# ## 7. Obs V3: what the policy sees
 #
 # Each world becomes 121 numbers, every one in [-1, 1]: 24 base features (progress, losses, accuracies and their
 # histories, parameter and slot usage, stage counts), 7 action-feedback features (did the last action succeed,
@@ -203,7 +286,7 @@ obs_layout_figure(segments, obs_show.tolist(), f"Obs V3 of the episode above at 
                   f"(slots: {[BlueprintAction(i).name if i >= 0 else 'empty' for i in indices[t_show].tolist()]})")
 
 # %% [markdown]
-# ## 7. Blueprint indices and the blueprint embedding
+# ## 8. Blueprint indices and the blueprint embedding
 #
 # Next to the 121 numbers travel the **blueprint indices**, one integer per slot: the `BlueprintAction` value of the
 # seed in the slot, -1 when it is empty (Phase 2 made `batch_obs_to_features` return them as a second tensor).
@@ -235,8 +318,87 @@ print("ValueError:", err)
 # - Seeds of 7 CNN blueprints (13 ids in all) live through DORMANT → GERMINATED → TRAINING → BLENDING → HOLDING →
 #   FOSSILIZED, or get PRUNED → EMBARGOED → RESETTING → empty.
 # - An action is 8 heads; `HEAD_RELEVANCE` says which heads each op uses, once for the whole lab.
-# - Masks forbid only the impossible; the op mask is optimistic across slots.
+# - Masks forbid only the impossible; the op mask is optimistic across slots: an op is legal exactly when its row
+#   of `masks["op_slot"]` allows some slot, and every world computes them from its own report.
 # - Obs V3 is 121 = 24 + 7 + 3 × 30 numbers; the blueprint indices (-1 = empty) come with it and feed a learned
 #   embedding with a null row.
 #
 # Next: [01_network_v2.ipynb](01_network_v2.ipynb) builds the Phase 4 network on top of these inputs.
+#
+# ## Exercises
+#
+# Each exercise is a small piece of code. Write your answer in a new cell and pass it to the `check_...`
+# function below; it raises `AssertionError` with a hint when the answer is wrong. The solutions are in the last
+# section (their code is collapsed: click to show it).
+#
+# **1. Masks by the rules.** The slots hold: a HOLDING seed in `r0c0` (alpha holding), an EMBARGOED seed in `r0c1`,
+# a TRAINING seed in `r0c2` (alpha holding; the seed is old enough to prune). Read `is_op_legal_for_slot` in
+# [esper_lab/actions.py](../esper_lab/actions.py) and write, without computing masks, a dict from the name of
+# every legal op to the list of slot ids it can execute on.
+#
+# **2. Find a feature.** Which index of the 121-number observation holds slot `r0c1`'s `alpha`? Compute it from
+# `SLOTS_OFFSET`, `SLOT_FEATURE_SIZE` and `SLOT_FEATURE_NAMES` (imported in section 7).
+#
+# **3. The heads of a PRUNE.** From `HEAD_RELEVANCE_TABLE` (a `[6, 8]` bool tensor in `esper_lab.actions`: row =
+# op, column = head in `HEAD_NAMES` order), list the heads whose choice matters for a PRUNE step, in `HEAD_NAMES`
+# order. These are the heads whose log-probs the PPO update counts on that step (notebook 05).
+
+# %%
+from esper_lab.actions import HEAD_RELEVANCE_TABLE
+
+EXERCISE_SLOTS = [(SeedStage.HOLDING, AlphaMode.HOLD), (SeedStage.EMBARGOED, AlphaMode.HOLD),
+                  (SeedStage.TRAINING, AlphaMode.HOLD)]
+
+
+def check_op_slots(answer):
+    """Exercise 1: `answer` is {op name: [slot ids]} for every legal op."""
+    op_slot = report_with_slots(final_report, EXERCISE_SLOTS, template).action_masks()[OP_SLOT_KEY]  # [6, 3]
+    truth = {op.name: [host.slot_ids[s] for s in range(3) if op_slot[op, s]] for op in LifecycleOp if op_slot[op].any()}
+    missing, extra = sorted(set(truth) - set(answer)), sorted(set(answer) - set(truth))
+    assert not missing and not extra, f"legal ops missing from your answer: {missing}; not legal: {extra}"
+    for op, slots in truth.items():
+        assert sorted(answer[op]) == slots, f"{op}: you said {sorted(answer[op])}; look again at its rule"
+    print("correct:", truth)
+
+
+def check_alpha_index(index):
+    """Exercise 2: `index` is the observation index of slot r0c1's alpha."""
+    assert 0 <= index < OBS_DIM, f"an index of the observation is in [0, {OBS_DIM})"
+    assert feature_names()[index] == "slot1.alpha", f"index {index} holds {feature_names()[index]!r}"
+    print(f"correct: index {index} is {feature_names()[index]}")
+
+
+def check_prune_heads(heads):
+    """Exercise 3: `heads` is the list of heads that matter for PRUNE, in HEAD_NAMES order."""
+    truth = [h for h in HEAD_NAMES if h in HEAD_RELEVANCE[LifecycleOp.PRUNE]]
+    assert list(heads) == truth, f"got {list(heads)}; compare with HEAD_RELEVANCE_TABLE[LifecycleOp.PRUNE]"
+    print("correct:", truth)
+
+
+# Your answers, for example:
+# check_op_slots({"WAIT": ["r0c0", "r0c1", "r0c2"], ...})
+# check_alpha_index(...)
+# check_prune_heads([...])
+
+# %% [markdown]
+# ## Solutions
+#
+# **1.** WAIT can execute anywhere. The HOLDING seed (alpha holding, old enough) can be retargeted, pruned or
+# fossilized; the EMBARGOED seed allows nothing but WAIT; the TRAINING seed can be pruned or advanced. No slot is
+# empty, so GERMINATE is not legal at all.
+
+# %% jupyter={"source_hidden": true}
+check_op_slots({"WAIT": ["r0c0", "r0c1", "r0c2"], "SET_ALPHA_TARGET": ["r0c0"], "PRUNE": ["r0c0", "r0c2"],
+                "FOSSILIZE": ["r0c0"], "ADVANCE": ["r0c2"]})
+
+# %% [markdown]
+# **2.** The slot blocks start at `SLOTS_OFFSET` and are `SLOT_FEATURE_SIZE` long; `r0c1` is slot 1.
+
+# %% jupyter={"source_hidden": true}
+check_alpha_index(SLOTS_OFFSET + 1 * SLOT_FEATURE_SIZE + SLOT_FEATURE_NAMES.index("alpha"))
+
+# %% [markdown]
+# **3.** Row `PRUNE` of the table, read in column order.
+
+# %% jupyter={"source_hidden": true}
+check_prune_heads([head for head, matters in zip(HEAD_NAMES, HEAD_RELEVANCE_TABLE[LifecycleOp.PRUNE]) if matters])

@@ -12,9 +12,10 @@
 #   every head with Q recomputed for the argmax op);
 # - the op-conditioned masks on one real world state (which slots each op may use), and how often a sampled action
 #   cannot execute with conditional masks (never) and with Phase 4's independent ones;
-# - the bug the first Phase 4 commit shipped: the value's op and the action's op sampled **separately**. We rebuild
-#   it, measure how often the two ops differ and how wrong the stored value becomes, and put it next to the
-#   single-sample path the lab uses.
+# - the bug the first Phase 4 commit shipped: the value's op and the action's op sampled **separately**. We write
+#   the buggy and the fixed `get_action` out in a few lines each, check the fixed one against the package, measure
+#   how often the two ops differ and how wrong the stored value becomes, and put it next to the single-sample path
+#   the lab uses.
 #
 # **Modules explained:** [esper_lab/agent.py](../esper_lab/agent.py) (the wrapper) and
 # [esper_lab/policy/network.py](../esper_lab/policy/network.py) (`get_action`); the legal-action masks come from
@@ -361,10 +362,60 @@ assert illegal["independent"] > 0
 #
 # As shipped in Esper's commit 97d9ba3f, `get_action()` called `forward()`, which sampled op #1 and returned
 # Q(s, op #1) as the value; then `get_action()` picked the action's op #2 **again**, from the same logits: a second
-# independent sample, or the argmax in deterministic mode. The stored value and the stored action then describe two
-# different ops. Esper measured the two ops differing on **75 to 86%** of steps, a bootstrap bias of 8 to 16 units
-# per episode and twice the TD-error variance (the fix's commit message, 0872525b); the fix reuses forward's op.
+# independent sample, or the argmax in deterministic mode. Whenever the two differ, the stored value describes one op
+# and the stored action another. Esper measured the two ops differing on **75 to 86%** of steps, a bootstrap bias
+# of 8 to 16 units per episode and twice the TD-error variance (the fix's commit message, 0872525b); the fix reuses
+# forward's op.
 #
+# Both versions, written out on the output of the network's `forward()` (`out`, a `ForwardOutput` over `[B, T]`
+# steps: the masked logits, `sampled_op`, `value` = Q(s, sampled_op) and `op_values` = Q(s, every op)). Only the op
+# and the value are shown; the other heads do not take part in the bug.
+
+# %%
+def get_action_97d9ba3f(out, deterministic=False):
+    """Esper 97d9ba3f: the value is Q(s, forward's op #1); the action's op #2 is chosen again."""
+    if deterministic:
+        op = out.op_logits.argmax(-1)  # [B, T] op #2: the argmax
+    else:  # op #2: a second draw from the same logits, independent of forward's (97d9ba3f used a Categorical)
+        probs = torch.softmax(out.op_logits, dim=-1)  # [B, T, 6]; masked ops get probability 0
+        op = torch.multinomial(probs.flatten(0, -2), 1).view(probs.shape[:-1])  # [B, T]
+    return op, out.value  # out.value is Q(s, out.sampled_op), whatever op is
+
+
+def get_action_0872525b(out, deterministic=False):
+    """Esper 0872525b: one op serves the action and the value."""
+    if deterministic:
+        op = out.op_logits.argmax(-1)  # [B, T]
+        return op, out.op_values.gather(-1, op.unsqueeze(-1)).squeeze(-1)  # Q(s, argmax op), recomputed
+    return out.sampled_op, out.value  # forward's own sample, and Q(s, that op)
+
+# %% [markdown]
+# The fixed version is what the package's `get_action` does. With the same random seed, `forward()` and
+# `get_action` draw the same op (both draw every head in one exponential race over the packed `[B, 1, 8, 13]`
+# logits, and the conditional slot mask does not touch the op row), so the snippet and the package must agree
+# exactly, stochastic and deterministic, on the four worlds of section 3 repeated 64 times:
+
+# %%
+import math
+
+N_rep = 64
+feats_r, idx_r = features.repeat(N_rep, 1), bp_idx.repeat(N_rep, 1)  # [4 × 64, D], [4 × 64, S]
+masks_r = {k: m.repeat(N_rep, *[1] * (m.dim() - 1)) for k, m in masks.items()}  # op_slot included
+hidden_r = agent.initial_hidden(4 * N_rep)
+for deterministic in (False, True):
+    torch.manual_seed(8)
+    with torch.no_grad():  # get_action builds no graph either, so the LSTM runs the same kernel
+        out_r = agent.forward(feats_r[:, None], idx_r[:, None], {h: m[:, None] for h, m in head_masks(masks_r).items()},
+                              hidden_r)  # ForwardOutput over [4 × 64, 1] steps
+    op_r, value_r = get_action_0872525b(out_r, deterministic)
+    torch.manual_seed(8)
+    res_r = agent.get_action(feats_r, idx_r, masks_r, hidden_r, deterministic=deterministic)
+    assert torch.equal(op_r[:, 0], res_r.actions["op"]) and torch.equal(value_r[:, 0], res_r.value), deterministic
+    buggy_op, buggy_value = get_action_97d9ba3f(out_r, deterministic)
+    print(f"deterministic={deterministic}: the fixed snippet equals get_action on all {len(op_r)} steps; the 97d9ba3f "
+          f"snippet's value is for another op on {(buggy_op != out_r.sampled_op).float().mean().item():.0%} of them")
+
+# %% [markdown]
 # To see it here we need a critic whose values depend on the op, as a trained one does. `teach_op_values` fits
 # only the value head of a copy of the network to fixed per-op targets for a few Adam steps (the policy heads are
 # untouched, so the op policy stays the near-uniform one of a fresh network). Then
@@ -406,6 +457,21 @@ rows = [{"path": k, "steps": r.steps, "ops differ": f"{100 * r.mismatch_rate:.1f
 display(Markdown(markdown_table(rows)))
 
 # %%
+# The 97d9ba3f snippet above, run with each buggy row's seed, measures exactly what op_value_mismatch reports.
+for label, deterministic in (("stochastic, double sample (97d9ba3f)", False),
+                             ("deterministic bootstrap, sample vs argmax (97d9ba3f)", True)):
+    torch.manual_seed(3)
+    with torch.no_grad():
+        out_seq = taught(seq_state, seq_idx)  # forward: op #1 and Q(s, op #1), [n_seq, T]
+    acted_op, stored_value = get_action_97d9ba3f(out_seq, deterministic)
+    q_acted = out_seq.op_values.gather(-1, acted_op.unsqueeze(-1)).squeeze(-1)  # [n_seq, T] Q(s, the op acted on)
+    assert (acted_op != out_seq.sampled_op).float().mean().item() == reports[label].mismatch_rate
+    assert math.isclose((stored_value - q_acted).abs().mean().item(), reports[label].mean_abs_value_error, rel_tol=1e-6)
+    assert math.isclose((stored_value - q_acted).mean().item(), reports[label].mean_value_error, rel_tol=1e-5,
+                        abs_tol=1e-7)
+print("the 97d9ba3f snippet reproduces both buggy rows of the table")
+
+# %%
 buggy, fixed = reports["stochastic, double sample (97d9ba3f)"], reports["stochastic, one sample (lab)"]
 boot_buggy = reports["deterministic bootstrap, sample vs argmax (97d9ba3f)"]
 boot_fixed = reports["deterministic bootstrap, argmax + recompute (lab)"]
@@ -441,10 +507,12 @@ series_figure({"measured (double sample)": rates, "1 − Σ π(op)²": expected,
               x=list(range(1, NUM_OPS + 1)))
 
 # %% [markdown]
-# The stochastic mismatch adds noise but little bias on average (both ops come from the same distribution); the
-# deterministic one is a bias: the bootstrap stored E over a sampled op instead of Q of the argmax op the policy
-# would take, on every truncated episode. In both cases `evaluate_actions` later trains the critic on the stored
-# op while GAE used the value of another op, the "GAE mismatch" the plan warned about.
+# The stochastic mismatch is noise without bias: the value's op and the action's op are two independent draws from
+# the same distribution, so Q(s, op #1) − Q(s, op #2) averages to 0 over draws. The deterministic one is a bias: on
+# every truncated episode the bootstrap stored Q(s, a sampled op), whose average over draws is
+# Σ_op π(op) · Q(s, op), instead of Q(s, argmax op), the value of the op the policy would take. In both cases GAE
+# used the value of one op while `evaluate_actions` later fits the critic on the stored op, the "GAE mismatch" the
+# plan warned about.
 #
 # ## 8. Checkpoints
 #
@@ -467,6 +535,72 @@ assert torch.equal(act_a.joint_actions, act_b.joint_actions) and torch.equal(act
 print("round trip: identical observations, actions and values")
 
 # %% [markdown]
+# ## Exercises
+#
+# Each is a few lines of code; its `check_...` function asserts your answer and then measures the same thing with
+# `nb_helpers.op_value_mismatch` on the taught network. The Solutions section at the end holds worked answers
+# (collapsed: expand a cell once you have tried).
+#
+# The state below is one step of section 7's sequences, with three legal ops; `pi_ex` is the taught network's op
+# distribution there and `q_ex` its Q(s, op) for every op.
+#
+# 1. **Predict the mismatch rate** of the 97d9ba3f stochastic path on this state: how often do the value's op and
+#    the action's op differ? Pass a number to `check_mismatch_rate`.
+# 2. **Predict the bootstrap's mismatch rate**: how often does forward's sampled op differ from the argmax op the
+#    97d9ba3f deterministic path acts with? Pass it to `check_bootstrap_mismatch_rate`.
+# 3. **Predict the bootstrap's bias**: the average over draws of (stored value − Q(s, argmax op)) on this state,
+#    from `pi_ex` and `q_ex`. Pass it to `check_bootstrap_bias`.
+
+# %%
+N_ex = by_size(SIZE, ci=500, full=4_000)  # draws per measurement in the checks
+ex_state, ex_idx = seq_state[:1, :1], seq_idx[:1, :1]  # [1, 1, D], [1, 1, S]
+ex_masks = {"op": torch.tensor([True, True, False, True, False, False]).view(1, 1, NUM_OPS)}  # 3 legal ops
+with torch.no_grad():
+    out_ex = taught(ex_state, ex_idx, masks=ex_masks)
+pi_ex, q_ex = torch.softmax(out_ex.op_logits[0, 0], -1), out_ex.op_values[0, 0]  # [6] each
+display(Markdown(markdown_table([{"op": OP_NAMES[o], "pi_ex": round(pi_ex[o].item(), 5),
+                                  "q_ex": round(q_ex[o].item(), 5)} for o in range(NUM_OPS)])))
+
+
+def measured_on_ex(deterministic):
+    """op_value_mismatch (97d9ba3f) on the exercise state, N_ex independent rows."""
+    torch.manual_seed(9)
+    return op_value_mismatch(taught, ex_state.repeat(N_ex, 1, 1), ex_idx.repeat(N_ex, 1, 1),
+                             {"op": ex_masks["op"].repeat(N_ex, 1, 1)}, double_sample=True,
+                             deterministic=deterministic)
+
+
+def check_mismatch_rate(rate):
+    """Exercise 1: two independent draws from pi_ex differ with probability 1 - sum_op pi(op)^2."""
+    expected = 1 - pi_ex.pow(2).sum().item()
+    assert abs(rate - expected) < 1e-4, expected
+    r = measured_on_ex(deterministic=False)
+    assert abs(r.expected_mismatch_rate - expected) < 1e-4
+    assert abs(r.mismatch_rate - expected) < 5 * (expected * (1 - expected) / N_ex) ** 0.5, r.mismatch_rate
+    print(f"correct: {expected:.4f}; measured on {N_ex} draws: {r.mismatch_rate:.4f}")
+
+
+def check_bootstrap_mismatch_rate(rate):
+    """Exercise 2: a draw from pi_ex differs from the argmax op with probability 1 - pi(argmax)."""
+    expected = 1 - pi_ex.max().item()
+    assert abs(rate - expected) < 1e-4, expected
+    r = measured_on_ex(deterministic=True)
+    assert abs(r.expected_mismatch_rate - expected) < 1e-4
+    assert abs(r.mismatch_rate - expected) < 5 * (expected * (1 - expected) / N_ex) ** 0.5, r.mismatch_rate
+    print(f"correct: {expected:.4f}; measured on {N_ex} draws: {r.mismatch_rate:.4f}")
+
+
+def check_bootstrap_bias(bias):
+    """Exercise 3: E_op~pi [Q(s, op)] - Q(s, argmax op)."""
+    error = q_ex - q_ex[pi_ex.argmax()]  # [6] stored value - Q(s, argmax op), per sampled op
+    expected = (pi_ex * error).sum().item()
+    assert abs(bias - expected) < 1e-4, expected
+    r = measured_on_ex(deterministic=True)
+    spread = ((pi_ex * error.pow(2)).sum().item() - expected ** 2) ** 0.5  # std of one row's error
+    assert abs(r.mean_value_error - expected) < 5 * spread / N_ex ** 0.5 + 1e-6, r.mean_value_error
+    print(f"correct: {expected:+.4f}; measured on {N_ex} draws: {r.mean_value_error:+.4f}")
+
+# %% [markdown]
 # ## Recap
 #
 # - `Agent` is the lab's `LSTMPolicyBundle`: `get_action`, `forward`, `evaluate_actions` and `get_value` all take
@@ -476,6 +610,8 @@ print("round trip: identical observations, actions and values")
 # - Stochastic `get_action`: one sample per head, returned per head and as the joint `[B, 8]` action;
 #   `actions["op"]` **is** `sampled_op`, and `value` = Q(s, that op).
 # - Deterministic `get_action` (the bootstrap): argmax per head and Q recomputed for the argmax op.
+# - Written out, the fix is two lines on `forward()`'s output: act with `out.sampled_op` and store `out.value`
+#   (deterministic: the argmax op and Q of it); the snippet equals the package's `get_action` exactly.
 # - `masks["op_slot"]` says which slots each op can execute on, by the world's own rule. Conditional masks (the
 #   default) sample the slot under the row of the sampled op, so no sampled action is illegal; independent masks
 #   (Phase 4 as shipped) sample it under every enabled slot, and on a real state about half the actions could not
@@ -485,3 +621,21 @@ print("round trip: identical observations, actions and values")
 #   exactly.
 #
 # Next: [03_rollout_and_bootstrap.ipynb](03_rollout_and_bootstrap.ipynb) runs the agent inside a vectorised rollout.
+
+# %% [markdown]
+# ## Solutions
+
+# %% jupyter={"source_hidden": true}
+# Exercise 1. The value's op and the action's op are two independent draws: they agree with probability
+# sum_op pi(op)^2 (both draw op, for each op), so they differ with probability 1 - sum_op pi(op)^2.
+check_mismatch_rate(1 - (pi_ex ** 2).sum().item())
+
+# %% jupyter={"source_hidden": true}
+# Exercise 2. The action is the argmax op a*, fixed; the value's op is one draw, equal to a* with probability pi(a*).
+check_bootstrap_mismatch_rate(1 - pi_ex.max().item())
+
+# %% jupyter={"source_hidden": true}
+# Exercise 3. The stored value is Q(s, op) for a drawn op, so its average is sum_op pi(op) Q(s, op); the right value
+# is Q(s, a*). With a near-uniform op head the bias is the mean of Q over the legal ops minus Q of the argmax op.
+a_star = int(pi_ex.argmax())
+check_bootstrap_bias((pi_ex * q_ex).sum().item() - q_ex[a_star].item())

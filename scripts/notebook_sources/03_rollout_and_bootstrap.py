@@ -10,6 +10,8 @@
 # - the bootstrap at truncation: the value of the **post-action** state, from its own features and blueprint
 #   indices, with the **carried** hidden state, through `get_action(deterministic=True)` (`Agent.bootstrap`); and
 #   what the two classic mistakes (a reset hidden state, pre-action features) would have stored instead;
+# - the whole path of `blueprint_indices` in one diagram, from the features to the buffer and the PPO update, and
+#   through the bootstrap, each arrow checked on a real rollout and update;
 # - the addendum's pitfall 1, calling `get_action` without blueprint indices, as the clear error it raises.
 #
 # **Modules explained:** [esper_lab/rl/rollout.py](../esper_lab/rl/rollout.py) (`collect`, the loop
@@ -169,9 +171,12 @@ assert not torch.allclose(boot.value, pre_action.value)
 from nb_helpers import spy_on
 from esper_lab.rl.trainer import Trainer
 
+import esper_lab.agent
+
 cfg = preset(by_size(SIZE, ci="tiny", full="demo"), seed=0)
 trainer = Trainer(cfg)
-with spy_on(trainer.envs, "step") as steps:
+with (spy_on(trainer.envs, "step") as steps, spy_on(trainer.agent, "get_action") as acts,
+      spy_on(esper_lab.agent, "batch_obs_to_features") as featurised):  # what Agent.observe calls
     trainer.collect()
 batch = trainer.buffer.batched()
 replay = trainer.agent.evaluate_actions(batch.obs, batch.blueprint_indices, batch.actions, batch.masks,
@@ -187,7 +192,78 @@ assert torch.allclose(batch.bootstrap_values[:, -1], check.value, atol=1e-4)
 assert batch.truncated[:, -1].all()
 
 # %% [markdown]
-# ## 5. Pitfall 1: forgetting the blueprint indices
+# ## 5. The path of `blueprint_indices`, in one picture
+#
+# Every arrow below is a call the trainer of section 4 made (its spies recorded them) or one the PPO update below
+# makes. Left, at each step t: the reports the environment returned become features and indices
+# (`batch_obs_to_features`, inside `agent.observe`), `get_action` acts on them (inside `agent.act`), and
+# `buffer.add` stores the same indices. Right, once after the last step: the post-action reports become their own
+# features and indices, and `agent.bootstrap` runs `get_action(deterministic=True)` on them with the hidden state
+# carried out of the last step; `set_bootstrap` stores the value. Bottom, the PPO update: GAE reads the bootstrap
+# values, and `evaluate_relevant` re-runs the stored rows with their stored indices.
+
+# %%
+from esper_lab.rl.buffer import RolloutBuffer
+from nb_helpers import FlowNode, flow_figure
+
+STEP, BOOT, UPDATE = "#deebf7", "#fdebd0", "#e5f5e0"  # each step (left), the bootstrap (right), the update
+nodes = {
+    "reports": FlowNode(0, 5.0, "<b>envs.step</b> returns reports<br>(one WorldReport per world)", STEP),
+    "features": FlowNode(0, 3.8, "<b>batch_obs_to_features</b>(reports)<br>in agent.observe: indices [E, 3]", STEP),
+    "act": FlowNode(0, 2.6, "<b>agent.get_action</b>(obs, blueprint_indices,<br>masks, hidden), in agent.act", STEP),
+    "buffer": FlowNode(0, 1.4, "<b>buffer.add</b>(..., blueprint_indices=...)<br>stored as [E, T, 3]", STEP),
+    "post": FlowNode(4, 5.0, "the <b>last envs.step</b> returns<br>the post-action reports", BOOT),
+    "post_features": FlowNode(4, 3.8, "<b>batch_obs_to_features</b>(post reports)<br>post-action indices [E, 3]", BOOT),
+    "boot": FlowNode(4, 2.6, "<b>agent.bootstrap</b>: get_action(...,<br>carried hidden, deterministic=True)", BOOT),
+    "set_boot": FlowNode(4, 1.4, "<b>buffer.set_bootstrap</b>(value [E])<br>V(post-action state)", BOOT),
+    "batched": FlowNode(0, 0.2, "<b>buffer.batched().rows(...)</b><br>mb.blueprint_indices [e, T, 3]", UPDATE),
+    "gae": FlowNode(4, 0.2, "<b>compute_gae</b>(..., bootstrap_values)<br>advantages [E, T]", UPDATE),
+    "evaluate": FlowNode(2, -1.0, "<b>agent.evaluate_relevant</b>(mb.obs,<br>mb.blueprint_indices, ...)", UPDATE),
+}
+edges = [
+    ("reports", "features", ""), ("features", "act", "indices"), ("act", "buffer", "the same indices"),
+    ("post", "post_features", ""), ("post_features", "boot", "indices"), ("boot", "set_boot", "value"),
+    ("act", "boot", "carried hidden"), ("buffer", "batched", ""), ("set_boot", "gae", ""),
+    ("batched", "evaluate", "stored indices"), ("gae", "evaluate", "advantages"),
+]
+# Each box names a real function or method:
+for fn in (Agent.observe, Agent.act, Agent.get_action, Agent.bootstrap, Agent.evaluate_relevant, RolloutBuffer.add,
+           RolloutBuffer.set_bootstrap, RolloutBuffer.batched, batch_obs_to_features):
+    assert callable(fn)
+flow_figure(nodes, edges, "How blueprint_indices flow: each step (blue), the bootstrap (orange), the PPO update "
+            "(green)", box_size=(3.2, 0.75), height=640)
+
+# %% [markdown]
+# Each arrow, checked on the trainer's rollout of section 4 and on one PPO update of its buffer:
+
+# %%
+from esper_lab.rl import ppo
+
+T_run = cfg.world.max_epochs
+assert len(featurised) == len(acts) == T_run + 1  # T steps, then the bootstrap
+for t in range(T_run):
+    seen_t = featurised[t].result[1]  # the indices batch_obs_to_features returned at step t
+    assert torch.equal(acts[t].arg("blueprint_indices"), seen_t)  # features -> get_action
+    assert torch.equal(batch.blueprint_indices[:, t], seen_t)  # get_action -> buffer.add (the same values)
+    assert not acts[t].arg("deterministic")
+assert featurised[-1].arg("reports") is last_reports  # the bootstrap read the post-action reports...
+assert acts[-1].arg("deterministic") and torch.equal(acts[-1].arg("blueprint_indices"), p_idx)  # ...and their indices
+assert all(torch.equal(a, b) for a, b in zip(acts[-1].arg("hidden"), acts[-2].result.hidden))  # carried hidden
+
+with spy_on(ppo, "compute_gae") as gae_calls, spy_on(trainer.agent, "evaluate_relevant") as evals:
+    trainer.updater.update(trainer.buffer)
+assert torch.equal(gae_calls[0].arg("bootstrap_values"), batch.bootstrap_values)  # set_bootstrap -> compute_gae
+for call in evals:  # each minibatch re-runs whole stored rows with their stored indices
+    for row in call.arg("blueprint_indices"):
+        assert any(torch.equal(row, stored) for stored in batch.blueprint_indices)
+assert len(evals) >= cfg.ppo.minibatches  # at least one whole epoch (a KL early stop comes after a pass)
+first_epoch = evals[:cfg.ppo.minibatches]  # the first epoch's passes
+print(f"{len(acts)} get_action calls; {len(evals)} evaluate_relevant calls, of "
+      f"{[call.arg('blueprint_indices').shape[0] for call in first_epoch]} rows in the first epoch")
+assert sum(call.arg("blueprint_indices").shape[0] for call in first_epoch) == cfg.num_envs  # every row, once
+
+# %% [markdown]
+# ## 6. Pitfall 1: forgetting the blueprint indices
 #
 # In the addendum's words: *"Bootstrap uses old features without blueprint indices. Symptom: `TypeError: forward()
 # missing required argument: 'blueprint_indices'`."* Because `blueprint_indices` is a required positional
@@ -227,6 +303,86 @@ print(f"{type(err).__name__}: {err}")
 #   carried and never reset inside the episode.
 # - The bootstrap (`agent.bootstrap`) uses the post-action features **and** indices, the carried hidden state and
 #   `deterministic=True`; a zero hidden state or pre-action features give a different, wrong value.
+# - The indices the policy saw are the indices the buffer stores and the update re-runs (section 5's diagram, each
+#   arrow checked on a real rollout and update).
 # - Forgetting the indices cannot go unnoticed: it is a `TypeError` that names `blueprint_indices`.
 #
 # Next: [04_rollout_buffer.ipynb](04_rollout_buffer.ipynb) looks inside the buffer the rollout filled.
+#
+# ## Exercises
+#
+# Write each answer in a new cell and pass it to its `check_...` function below, which raises `AssertionError` with
+# a hint when the answer is wrong. Solutions are in the last section (their code is collapsed).
+#
+# **1. Indices by hand.** `exercise_reports` are the reports the last step of section 2 returned (4 worlds). Build
+# their blueprint indices yourself, a `[4, 3]` int64 tensor, from each report's `slots` (a slot report is `None`
+# for an empty slot and has a `blueprint_index` otherwise), without calling `batch_obs_to_features`.
+#
+# **2. The bootstrap in two lines.** Write `my_bootstrap(agent, reports, masks, hidden)` returning the `[E]`
+# bootstrap values from the addendum's Location 2: features and indices of `reports`, the agent's (frozen)
+# observation normaliser `agent.obs_norm.normalize`, then `agent.get_action(..., deterministic=True)`. Do not call
+# `agent.bootstrap` or `agent.act`.
+#
+# **3. Who saw a seed?** From `seen_idx` (`[T, E, S]`, the indices the policy saw in section 2), compute for each
+# world the number of steps at which at least one of its slots held a seed: an int64 tensor `[E]`.
+
+# %%
+exercise_reports = reports  # the post-action reports of section 2's last step
+
+
+def check_indices(indices):
+    """Exercise 1: `indices [4, 3]` int64 built from exercise_reports."""
+    want = batch_obs_to_features(exercise_reports)[1]
+    assert indices.dtype == torch.int64 and indices.shape == want.shape, (
+        f"expected int64 {list(want.shape)}, got {indices.dtype} {list(indices.shape)}")
+    assert torch.equal(indices, want), f"got {indices.tolist()}; an empty slot is -1"
+    print("correct:", indices.tolist())
+
+
+def check_bootstrap(fn):
+    """Exercise 2: `fn(agent, reports, masks, hidden)` gives the agent's bootstrap values."""
+    mine = fn(policy, reports, post_masks, hidden)
+    assert torch.allclose(mine, policy.bootstrap(reports, post_masks, hidden)), (
+        "normalised features, the post-action indices, the carried hidden state, deterministic=True?")
+    print("correct:", [round(v, 4) for v in mine.tolist()])
+
+
+def check_seed_steps(counts):
+    """Exercise 3: `counts [E]`: steps at which some slot of the world held a seed."""
+    want = (seen_idx >= 0).any(-1).sum(0)  # [E]
+    assert torch.equal(torch.as_tensor(counts), want), f"got {torch.as_tensor(counts).tolist()}"
+    print("correct:", want.tolist(), "of", seen_idx.shape[0], "steps")
+
+
+# Your answers, for example:
+# check_indices(torch.tensor([[...], ...]))
+# check_bootstrap(my_bootstrap)
+# check_seed_steps(...)
+
+# %% [markdown]
+# ## Solutions
+#
+# **1.** One row per report, one entry per slot: the seed's blueprint index, or -1 (`EMPTY_BLUEPRINT_INDEX`).
+
+# %% jupyter={"source_hidden": true}
+from esper_lab.actions import EMPTY_BLUEPRINT_INDEX
+
+check_indices(torch.tensor([[EMPTY_BLUEPRINT_INDEX if slot is None else slot.blueprint_index for slot in r.slots]
+                            for r in exercise_reports], dtype=torch.int64))
+
+# %% [markdown]
+# **2.** The two lines of Location 2; the value of the deterministic step is Q(s', argmax op).
+
+# %% jupyter={"source_hidden": true}
+def my_bootstrap(agent, reports, masks, hidden):
+    features, indices = batch_obs_to_features(reports)  # [E, 121], [E, 3]
+    return agent.get_action(agent.obs_norm.normalize(features), indices, masks, hidden, deterministic=True).value
+
+
+check_bootstrap(my_bootstrap)
+
+# %% [markdown]
+# **3.** "Some slot holds a seed" is an `any` over the slot axis; counting steps is a sum over the step axis.
+
+# %% jupyter={"source_hidden": true}
+check_seed_steps((seen_idx >= 0).any(dim=-1).sum(dim=0))

@@ -10,7 +10,9 @@
 #   under and the op the world executed; and how `batched()` hands the PPO update whole episodes with their initial
 #   hidden state;
 # - GAE with truncation, worked by hand on a small example and checked against `compute_gae`, with a terminal and a
-#   truncated episode side by side and two worlds kept apart;
+#   truncated episode side by side and two worlds kept apart; what γ and λ do (sliders), and the two ends of λ:
+#   λ = 1 gives discounted returns minus values, λ = 0 one-step TD errors;
+# - the advantages of a real rollout, world by world and step by step, next to the ops the worlds executed;
 # - the addendum's pitfall 2, a buffer that forgets `blueprint_indices`, shown as the clear error it raises.
 #
 # **Modules explained:** [esper_lab/rl/buffer.py](../esper_lab/rl/buffer.py) (`RolloutBuffer`, `RolloutBatch`)
@@ -27,7 +29,7 @@ assert SIZE in ("ci", "full"), SIZE
 import torch
 from IPython.display import Markdown, display
 
-from nb_helpers import expect_error, markdown_table, setup
+from nb_helpers import by_size, expect_error, markdown_table, setup
 
 setup(seed=0, threads=2)
 print("notebook size:", SIZE)
@@ -264,7 +266,100 @@ assert torch.allclose(adv_b[:, -1], last_delta)  # the truncated last step: δ w
 print("advantages per world:", [[round(a, 3) for a in row] for row in adv_b.tolist()])
 
 # %% [markdown]
-# ## 5. Pitfall 2: a buffer that does not store `blueprint_indices`
+# ### γ and λ
+#
+# γ discounts rewards; λ weighs how far each advantage looks ahead before it trusts the critic. At the two ends of λ
+# GAE is something familiar: λ = 1 gives the discounted return to the episode's end (plus the discounted bootstrap
+# after a truncation) minus the value, the Monte Carlo advantage; λ = 0 gives the one-step TD error δ_t, which
+# trusts the critic after one step. Both, on the worked example at the lab's γ, against `compute_gae`, and the
+# advantages at the lab's γ and λ:
+
+# %%
+from nb_helpers import gae_figure
+
+ex = {k: torch.tensor(x) for k, x in dict(r=r, V=V, done=done, trunc=trunc, boot=boot).items()}  # the example, [4]
+
+
+def discounted_returns(g):
+    """G_t = r_t + g * G_{t+1} inside an episode; at its end, r_t + g * (bootstrap if truncated, else 0)."""
+    G, out = 0.0, [0.0] * len(r)
+    for t in reversed(range(len(r))):
+        after = (boot[t] if trunc[t] else 0.0) if (done[t] or trunc[t]) else G
+        G = r[t] + g * after
+        out[t] = G
+    return torch.tensor(out)
+
+
+def td_errors(g):
+    """δ_t = r_t + g * next_t - V_t, with next_t as in the table above."""
+    nxt = [boot[t] if trunc[t] else 0.0 if done[t] else V[t + 1] for t in range(len(r))]
+    return torch.tensor([r[t] + g * nxt[t] - V[t] for t in range(len(r))])
+
+
+def gae_at(g, lam_):
+    """compute_gae on the worked example: (advantages [4], returns [4])."""
+    return compute_gae(ex["r"], ex["V"], ex["done"], ex["trunc"], ex["boot"], g, lam_)
+
+
+adv_mc, adv_td = gae_at(gamma_lab, 1.0)[0], gae_at(gamma_lab, 0.0)[0]
+assert torch.allclose(adv_mc, discounted_returns(gamma_lab) - ex["V"], atol=1e-5)  # λ = 1: Monte Carlo
+assert torch.allclose(adv_td, td_errors(gamma_lab), atol=1e-6)  # λ = 0: one-step TD errors
+adv_lab_ex, ret_lab_ex = gae_at(gamma_lab, lam_lab)
+print("λ = 1:", [round(a, 4) for a in adv_mc.tolist()], "| λ = 0:", [round(a, 4) for a in adv_td.tolist()],
+      f"| λ = {lam_lab}:", [round(a, 4) for a in adv_lab_ex.tolist()])
+gae_figure(adv_lab_ex, ret_lab_ex, ex["V"], f"The worked example at the lab's γ = {gamma_lab}, λ = {lam_lab}")
+
+# %% [markdown]
+# Move the sliders to recompute `compute_gae` on the same example (in a live notebook; a static export such as
+# GitHub shows the figure above instead). The cell first drives the sliders itself and checks the panel against the
+# two ends of λ, then leaves them at the lab's values.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from nb_helpers import gae_panel
+
+panel = gae_panel(ex["r"], ex["V"], ex["done"], ex["trunc"], ex["boot"], gamma_lab, lam_lab)
+panel.lam.value = 1.0  # fires the observer, which recomputes and redraws
+assert torch.allclose(panel.refresh()[0], discounted_returns(gamma_lab) - ex["V"], atol=1e-5)
+panel.gamma.value, panel.lam.value = 0.9, 0.0
+assert torch.allclose(panel.refresh()[0], td_errors(0.9), atol=1e-6)
+panel.gamma.value, panel.lam.value = gamma_lab, lam_lab
+assert torch.equal(panel.refresh()[0], adv_lab_ex)
+panel
+
+# %% [markdown]
+# ## 5. The advantages of a real rollout
+#
+# The buffer above was filled with made-up observations. Here the trainer plays one real rollout
+# (`Trainer.collect`, the `tiny` preset at CI size, `demo` otherwise) and `compute_gae` runs on what it stored,
+# with the run's γ and λ: exactly the advantages its PPO update starts from (the update then normalises them).
+# Each row is one world's episode; the letters mark the op each world executed at that step.
+
+# %%
+from esper_lab.actions import LifecycleOp
+from esper_lab.config import preset
+from esper_lab.rl import ppo
+from esper_lab.rl.trainer import Trainer
+from nb_helpers import advantage_heatmap, spy_on
+
+cfg = preset(by_size(SIZE, ci="tiny", full="demo"), seed=0)
+trainer = Trainer(cfg)
+trainer.collect()
+real = trainer.buffer.batched()
+adv_real, ret_real = compute_gae(real.rewards, real.values, real.dones, real.truncated, real.bootstrap_values,
+                                 cfg.gamma, cfg.ppo.gae_lambda)  # [E, T] each
+with spy_on(ppo, "compute_gae") as gae_calls:
+    trainer.updater.update(real)
+trainer.close()
+assert torch.equal(gae_calls[0].result[0], adv_real)  # the update's own advantages
+assert real.truncated[:, -1].all() and torch.allclose(ret_real, adv_real + real.values)
+ops_real = real.executed_ops  # [E, T]
+print("executed ops:", {op.name: int((ops_real == op).sum()) for op in LifecycleOp})
+advantage_heatmap(adv_real, ops_real, f"GAE advantages of one rollout ({cfg.num_envs} worlds × "
+                  f"{cfg.world.max_epochs} steps; γ = {cfg.gamma}, λ = {cfg.ppo.gae_lambda})")
+
+# %% [markdown]
+# ## 6. Pitfall 2: a buffer that does not store `blueprint_indices`
 #
 # In the addendum's words: *"Buffer doesn't store blueprint indices. Symptom: KeyError in PPO update when trying to
 # retrieve blueprint_indices."* The symptom arrives far from the cause: the rollout runs fine, and only the update,
@@ -315,8 +410,91 @@ assert "reset(initial_hidden)" in str(err) and len(unreset) == 0
 # - `batched()` gives the update whole episodes plus each row's initial hidden state; re-running a row from it
 #   reproduces the stored log-probs and values, and every later hidden state.
 # - GAE: a true terminal bootstraps from 0, a truncation from V(post-action state); the λ-chain is cut at both;
-#   rows never mix. The worked example gives A = [1.0625, 0.75, 11.8575, 4.85].
+#   rows never mix. The worked example gives A = [1.0625, 0.75, 11.8575, 4.85]. At λ = 1 the advantages are
+#   discounted returns minus values, at λ = 0 one-step TD errors.
 # - A missing or mis-shaped field (pitfall 2) is a `BufferSchemaError` naming it at `add()` time, not a `KeyError`
 #   one rollout later.
 #
 # Next: [05_ppo_update.ipynb](05_ppo_update.ipynb) turns a filled buffer into one PPO update.
+#
+# ## Exercises
+#
+# Write each answer in a new cell and pass it to its `check_...` function below, which raises `AssertionError` with
+# a hint when the answer is wrong. Solutions are in the last section (their code is collapsed).
+#
+# **1. GAE by hand.** One episode of three steps, truncated at its last step: rewards `[1.0, 0.0, 2.0]`, values
+# `[0.5, 0.4, 0.3]`, bootstrap value 1.0 after the last step, γ = 0.9, λ = 0.8. Write the backward recursion
+# yourself (no `compute_gae`) and give the three advantages as a list.
+#
+# **2. Break-even bootstrap.** In the worked example of section 4 (γ = 0.9), which bootstrap value after the last
+# step makes that step's advantage exactly 0?
+#
+# **3. The blueprint head's share.** The PPO update gives each head the advantage only on the steps where the head
+# mattered for the executed op (`HEAD_RELEVANCE`, notebook 00). Without calling `per_head_advantages`, compute
+# from `adv_real` and `ops_real` (section 5) the `[E, T]` advantages the `blueprint` head receives.
+
+# %%
+from esper_lab.actions import HEAD_RELEVANCE
+from esper_lab.rl.advantages import per_head_advantages
+
+EX1 = dict(r=[1.0, 0.0, 2.0], V=[0.5, 0.4, 0.3], boot=1.0, gamma=0.9, lam=0.8)
+
+
+def check_three_steps(advantages):
+    """Exercise 1: the three advantages of EX1."""
+    end = torch.tensor([False, False, True])
+    want = compute_gae(torch.tensor(EX1["r"]), torch.tensor(EX1["V"]), end, end, torch.tensor([0.0, 0.0, EX1["boot"]]),
+                       EX1["gamma"], EX1["lam"])[0]
+    assert torch.allclose(torch.tensor(advantages, dtype=torch.float32), want, atol=1e-4), (
+        f"got {advantages}; the last step bootstraps, the others add γλ times the next advantage")
+    print("correct:", [round(a, 4) for a in want.tolist()])
+
+
+def check_break_even(b):
+    """Exercise 2: the bootstrap value that makes the worked example's last advantage 0."""
+    last = compute_gae(ex["r"], ex["V"], ex["done"], ex["trunc"], torch.tensor([0.0, 0.0, 0.0, float(b)]), 0.9, 0.5)[0][-1]
+    assert abs(last.item()) < 1e-4, f"with bootstrap {b} the last advantage is {last.item():.4f}"
+    print(f"correct: bootstrap {b:.4f} gives A_3 = {last.item():.1e}")
+
+
+def check_blueprint_share(share):
+    """Exercise 3: the [E, T] advantages of the blueprint head in the real rollout."""
+    want = per_head_advantages(adv_real, ops_real)["blueprint"]
+    assert share.shape == want.shape, f"expected {list(want.shape)}, got {list(share.shape)}"
+    assert torch.allclose(share, want), "which ops is the blueprint head relevant for?"
+    print(f"correct: nonzero on {int((want != 0).sum())} of {want.numel()} steps")
+
+
+# Your answers, for example:
+# check_three_steps([...])
+# check_break_even(...)
+# check_blueprint_share(...)
+
+# %% [markdown]
+# ## Solutions
+#
+# **1.** Backwards from the last step: δ_2 = r_2 + γ · 1.0 − V_2 (the truncation bootstraps and cuts the chain);
+# then A_t = δ_t + γλ · A_{t+1} with δ_t = r_t + γ · V_{t+1} − V_t.
+
+# %% jupyter={"source_hidden": true}
+A_next, answer = 0.0, [0.0, 0.0, 0.0]
+for t in reversed(range(3)):
+    last = t == 2
+    delta = EX1["r"][t] + EX1["gamma"] * (EX1["boot"] if last else EX1["V"][t + 1]) - EX1["V"][t]
+    answer[t] = delta + (0.0 if last else EX1["gamma"] * EX1["lam"] * A_next)
+    A_next = answer[t]
+check_three_steps(answer)
+
+# %% [markdown]
+# **2.** The last step is truncated, so A_3 = δ_3 = r_3 + γ · b − V_3; it is 0 at b = (V_3 − r_3) / γ.
+
+# %% jupyter={"source_hidden": true}
+check_break_even((V[3] - r[3]) / 0.9)
+
+# %% [markdown]
+# **3.** The blueprint head matters only when the op is GERMINATE (`HEAD_RELEVANCE`), so its advantage is the
+# step's advantage there and 0 elsewhere.
+
+# %% jupyter={"source_hidden": true}
+ops_using_blueprint = [op for op in LifecycleOp if "blueprint" in HEAD_RELEVANCE[op]]  # [GERMINATE]
+check_blueprint_share(adv_real * torch.isin(ops_real, torch.tensor([int(op) for op in ops_using_blueprint])))

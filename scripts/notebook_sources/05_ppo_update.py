@@ -11,6 +11,8 @@
 #   for the op the world executed;
 # - the approximate KL `(r − 1) − log r`, checked **before** each optimizer step;
 # - one full update on a real rollout, and the metrics it reports;
+# - the loss of the update's first minibatch written out from its definition (per-head clipped surrogates, the
+#   entropy bonus, the clipped value loss) and checked against `PPOUpdater` to 1e-6;
 # - the illegal fraction of the two mask modes in real training: 0 with conditional masks, a large share with
 #   Phase 4's independent ones, whose illegal actions the update credits as the WAIT they ran as.
 #
@@ -218,8 +220,12 @@ assert m["early_stopped"] and m["optimizer_steps"] == 1
 # multipliers, gradient clipping. `update()` returns one metrics record.
 
 # %%
+from nb_helpers import spy_on
+
 before = {n: p.detach().clone() for n, p in net.named_parameters()}
-metrics = trainer.updater.update(trainer.buffer)
+acting = Agent(copy.deepcopy(net))  # the weights that collected the rollout, for section 6
+with spy_on(trainer.updater, "_minibatch_losses") as minibatch_calls:  # records each minibatch's loss terms
+    metrics = trainer.updater.update(trainer.buffer)
 shown = ["policy_loss", "value_loss", "entropy_loss", "approx_kl", "clip_fraction", "explained_variance",
          "advantage_mean", "advantage_std", "grad_norm_total", "q_spread", "q_variance", "epochs_completed",
          "optimizer_steps", "early_stopped", "ratio_first"]
@@ -238,23 +244,132 @@ assert "value_head.0.weight" in moved and "heads.op.2.weight" in moved
 print(f"{len(moved)} of {len(before)} parameter tensors changed")
 
 # %% [markdown]
-# After the update the same episodes give ratios spread around 1, mostly inside the clip range [0.8, 1.2] (that is
-# what the clipped surrogate and the KL stop are for), and a small positive KL:
+# After the update the same episodes give ratios spread around 1 and a non-negative approximate KL. Neither the
+# clipped surrogate nor the KL stop keeps a ratio inside the clip range [1 − ε, 1 + ε] (ε = `ppo.clip_ratio`): the
+# clip only removes the gradient that would push a ratio further out in the direction its advantage favours (other
+# steps' gradients move the shared weights anyway), and the KL stop ends the update only when a minibatch's
+# approximate KL, an average over its steps, exceeds 1.5 × `target_kl`. So the share inside is measured, per head,
+# over the steps where the head mattered:
 
 # %%
 from nb_helpers import box_figure
 
+eps = cfg.ppo.clip_ratio
 after = agent.evaluate_actions(batch.obs, batch.blueprint_indices, batch.actions, masks=batch.masks,
                                hidden=batch.initial_hidden, value_op=batch.executed_ops)
 ratios_after = {h: (after.log_probs[h] - batch.log_probs[..., HEAD_INDEX[h]]).exp()[relevant[h]] for h in HEAD_NAMES}
 kl_after = sum(((r - 1) - r.log()).sum() for r in ratios_after.values()) / sum(r.numel() for r in ratios_after.values())
-print(f"approximate KL after the update: {kl_after.item():.4f}")
-assert kl_after.item() >= 0
+inside = {h: ((r - 1).abs() <= eps).float().mean().item() for h, r in ratios_after.items() if r.numel()}
+display(Markdown(markdown_table([
+    {"head": h, "steps where it mattered": r.numel(), "min ratio": round(r.min().item(), 4),
+     "max ratio": round(r.max().item(), 4), f"inside [{1 - eps:g}, {1 + eps:g}]": f"{100 * inside[h]:.1f}%"}
+    for h, r in ratios_after.items() if r.numel()])))
+pooled = sum(((r - 1).abs() <= eps).sum().item() for r in ratios_after.values()) / sum(r.numel() for r in ratios_after.values())
+display(Markdown(f"**Measured:** {100 * pooled:.1f}% of all (head, step) ratios lie inside [{1 - eps:g}, {1 + eps:g}]; "
+                 f"per head between {100 * min(inside.values()):.1f}% ({min(inside, key=inside.get)}) and "
+                 f"{100 * max(inside.values()):.1f}%. Approximate KL after the update: {kl_after.item():.2e}."))
+assert kl_after.item() >= 0 and all(0.0 <= v <= 1.0 for v in inside.values())
 box_figure({h: r.tolist() for h, r in ratios_after.items() if r.numel()},
-           "Per-head ratio π_new / π_old on the steps where the head mattered", "ratio", hlines=(0.8, 1.0, 1.2))
+           "Per-head ratio π_new / π_old on the steps where the head mattered", "ratio", hlines=(1 - eps, 1.0, 1 + eps))
 
 # %% [markdown]
-# ## 6. The two mask modes in training
+# ## 6. The first minibatch's loss, from scratch
+#
+# The spy above recorded what `update()` computed for every minibatch it evaluated (`PPOUpdater._minibatch_losses`,
+# which builds the loss terms from one `evaluate_relevant` pass). The first minibatch was evaluated before any
+# optimizer step, with the weights that acted (kept above as `acting`). Here is its loss written out from the
+# definitions, on the same minibatch of whole episodes, with the network used only through `evaluate_actions`
+# (every head on every step, section 2):
+#
+# - advantages A: GAE, normalised once over every valid step of the whole batch (not per minibatch);
+# - per head h and step t: ratio r = exp(log π_new − log π_old) (the log-ratio clamped to ±20), clipped surrogate
+#   min(r·A, clip(r, 1 − ε, 1 + ε)·A), averaged over the steps where h mattered for the executed op (the
+#   head-relevance table); policy loss = −Σ_h of those means;
+# - entropy loss = −Σ_h c_h · (mean normalised entropy of h over the same steps), c_h the Phase 5 per-head
+#   multipliers `ENTROPY_COEF_PER_HEAD`;
+# - value loss = ½ · mean over valid steps of max((V − R)², (V_clip − R)²), V_clip = V_old + clip(V − V_old, ±c)
+#   with c = `ppo.value_clip` (the plain ½ · mean (V − R)² when `ppo.clip_value` is off), R the GAE returns;
+# - total = policy + `value_coef` · value + `entropy_coef` · entropy (critic `q_op` has no auxiliary Q loss).
+
+# %%
+from esper_lab.rl.ppo import ENTROPY_COEF_PER_HEAD, LOG_RATIO_CLAMP
+
+
+def ppo_losses_by_hand(acting_agent, mb, A, R):
+    """The PPO loss terms of minibatch `mb` (fields [e, T, ...]) from their definitions; A, R: [e, T]."""
+    ppo = cfg.ppo
+    mattered = torch.stack([causal_masks(mb.executed_ops)[h] for h in HEAD_NAMES], -1) & mb.valid[..., None]  # [e, T, 8]
+    weight = mattered.float()
+
+    def per_head_mean(x):  # [e, T, 8] -> [8]: each head's mean over its steps (0 for a head that never mattered)
+        return (x * weight).sum((0, 1)) / weight.sum((0, 1)).clamp_min(1)
+
+    with torch.no_grad():
+        ev = acting_agent.evaluate_actions(mb.obs, mb.blueprint_indices, mb.actions, masks=mb.masks,
+                                           hidden=mb.initial_hidden, value_op=mb.executed_ops)
+    new_log_p = torch.stack([ev.log_probs[h] for h in HEAD_NAMES], -1)  # [e, T, 8]
+    ratio = (new_log_p - mb.log_probs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP).exp()  # [e, T, 8]
+    surrogate = torch.min(ratio * A[..., None], ratio.clamp(1 - ppo.clip_ratio, 1 + ppo.clip_ratio) * A[..., None])
+    policy = -per_head_mean(surrogate).sum()
+    coef = torch.tensor([ENTROPY_COEF_PER_HEAD[h] for h in HEAD_NAMES])  # [8]
+    entropy = -(coef * per_head_mean(torch.stack([ev.entropy[h] for h in HEAD_NAMES], -1))).sum()
+    V, V_old, target = ev.value[mb.valid], mb.values[mb.valid], R[mb.valid]  # [N] each
+    error = (V - target).pow(2)
+    if ppo.clip_value:
+        V_clip = V_old + (V - V_old).clamp(-ppo.value_clip, ppo.value_clip)
+        error = torch.max(error, (V_clip - target).pow(2))
+    value = 0.5 * error.mean()
+    clipped = ((ratio - 1).abs() > ppo.clip_ratio) & mattered  # [e, T, 8]
+    return {"policy_loss": policy, "value_loss": value, "entropy_loss": entropy,
+            "total": policy + ppo.value_coef * value + ppo.entropy_coef * entropy, "clipped": int(clipped.sum())}
+
+
+def package_total(losses):
+    ppo = cfg.ppo
+    return (losses["policy_loss"] + ppo.value_coef * losses["value_loss"] + ppo.entropy_coef * losses["entropy_loss"]
+            + ppo.q_aux_coef * losses["q_aux_loss"])
+
+
+first = minibatch_calls[0]  # epoch 0, minibatch 0: evaluated before the first optimizer step
+mb, package = first.arg("mb"), first.result[0]
+rows_mb = torch.tensor([next(e for e in range(E) if torch.equal(batch.obs[e], o)) for o in mb.obs])  # its worlds
+adv_valid = adv[batch.valid]  # section 3's GAE advantages [E, T], the same call update() makes
+A_mb = ((adv - adv_valid.mean()) / (adv_valid.std(correction=0) + 1e-8))[rows_mb]  # [e, T]
+assert torch.allclose(A_mb, first.arg("advantages"), atol=1e-6) and torch.equal(ret[rows_mb], first.arg("returns"))
+mine = ppo_losses_by_hand(acting, mb, A_mb, ret[rows_mb])
+package["total"] = package_total(package)
+display(Markdown(f"First minibatch: worlds {rows_mb.tolist()}, {int(mb.valid.sum())} steps; (head, step) ratios "
+                 f"outside the clip range: {mine['clipped']}\n\n" + markdown_table([
+                     {"term": k, "from scratch": f"{mine[k].item():.7f}", "PPOUpdater": f"{package[k].item():.7f}",
+                      "|difference|": f"{abs(mine[k].item() - package[k].item()):.1e}"}
+                     for k in ("policy_loss", "entropy_loss", "value_loss", "total")])))
+for k in ("policy_loss", "entropy_loss", "value_loss", "total"):
+    assert abs(mine[k].item() - package[k].item()) < 1e-6, (k, mine[k].item(), package[k].item())
+assert mine["clipped"] == 0  # before any step every ratio is 1: the clip cannot bind yet
+
+# %% [markdown]
+# On the first minibatch every ratio is 1 (to float rounding), so the clip never binds and the policy loss is just
+# −Σ_h (mean advantage over h's steps). The same minibatch again, with the weights the update ended with: the ratios
+# have moved away from 1 and some may be outside the clip range, where the clipped branch of the surrogate takes
+# over (the caption counts them; at `ci` size the update barely moves the policy and there are none). The
+# derivation now uses `agent` (the trained weights); the package side is a direct call of the same
+# `_minibatch_losses` with the arguments the update passed it.
+
+# %%
+after_mb = trainer.updater._minibatch_losses(*first.args, **first.kwargs)[0]  # the trained weights, same minibatch
+after_mb["total"] = package_total(after_mb)
+mine_after = ppo_losses_by_hand(agent, mb, A_mb, ret[rows_mb])
+display(Markdown(f"Same minibatch, trained weights; (head, step) ratios outside the clip range: "
+                 f"{mine_after['clipped']}\n\n" + markdown_table([
+                     {"term": k, "from scratch": f"{mine_after[k].item():.7f}",
+                      "PPOUpdater": f"{after_mb[k].item():.7f}",
+                      "|difference|": f"{abs(mine_after[k].item() - after_mb[k].item()):.1e}"}
+                     for k in ("policy_loss", "entropy_loss", "value_loss", "total")])))
+for k in ("policy_loss", "entropy_loss", "value_loss", "total"):
+    assert abs(mine_after[k].item() - after_mb[k].item()) < 1e-6, (k, mine_after[k].item(), after_mb[k].item())
+
+# %% [markdown]
+# ## 7. The two mask modes in training
 #
 # Everything above ran with the default `policy.masks = "conditional"`: the slot is sampled among the slots where
 # the sampled op can execute, so no action is illegal. Phase 4 as shipped, `"independent"`, samples the slot from
@@ -268,7 +383,6 @@ box_figure({h: r.tolist() for h, r in ratios_after.items() if r.numel()},
 # %%
 import esper_lab.rl.ppo as ppo_module
 from esper_lab.plots.compare import overlay
-from nb_helpers import spy_on
 
 MODE_PRESET, MODE_UPDATES = by_size(SIZE, ci="tiny", full="demo"), by_size(SIZE, ci=2, full=5)
 mode_cfg = preset(MODE_PRESET)
@@ -305,6 +419,57 @@ assert sum(r["illegal_actions"] for r in mode_records["independent"]) > 0 and ra
 overlay("illegal_fraction", list(mode_records.items()))
 
 # %% [markdown]
+# ## Exercises
+#
+# Each is a few lines of code; its `check_...` function asserts your answer against the package or this run's
+# config. The Solutions section at the end holds worked answers (collapsed: expand a cell once you have tried).
+#
+# 1. **Clip a ratio by hand.** For the ratios `r_ex` and advantages `A_ex` below, compute the per-step clipped
+#    surrogate min(r·A, clip(r, 1 − ε, 1 + ε)·A) with this run's ε (`cfg.ppo.clip_ratio`) as a tensor, and list
+#    the steps where it gives no gradient through r. Pass both to `check_surrogate`.
+# 2. **Credit one head.** Using only `adv` (section 3), `batch.executed_ops` and `HEAD_RELEVANCE` (from
+#    `esper_lab.actions`: each op to the set of heads that matter for it), build the blueprint head's advantages
+#    `[E, T]` and pass them to `check_blueprint_advantages`.
+# 3. **Clip a value by hand.** For stored values `V_old_ex`, new values `V_ex` and returns `R_ex` below, compute
+#    the per-step error the value loss averages, max((V − R)², (V_clip − R)²) with
+#    V_clip = V_old + clip(V − V_old, ±`cfg.ppo.value_clip`), and pass it to `check_value_error`.
+
+# %%
+from esper_lab.rl.advantages import per_head_advantages
+
+r_ex = torch.tensor([0.5, 0.9, 1.0, 1.3, 1.6])
+A_ex = torch.tensor([-1.0, 1.0, 2.0, 1.0, -0.5])
+V_old_ex, V_ex, R_ex = torch.tensor([0.0, 0.0, 1.0]), torch.tensor([15.0, -3.0, 1.5]), torch.tensor([20.0, 2.0, 30.0])
+
+
+def check_surrogate(surrogate, no_gradient_steps):
+    """Exercise 1: the clipped surrogate of r_ex, A_ex, and the steps where d(surrogate)/dr is 0 (by autograd)."""
+    eps_ = cfg.ppo.clip_ratio
+    r = r_ex.clone().requires_grad_()
+    expected = torch.min(r * A_ex, r.clamp(1 - eps_, 1 + eps_) * A_ex)  # [5]
+    expected.sum().backward()
+    assert torch.allclose(torch.as_tensor(surrogate, dtype=torch.float32), expected.detach()), expected
+    assert sorted(no_gradient_steps) == r.grad.eq(0).nonzero().flatten().tolist(), r.grad
+    print("correct:", [round(v, 3) for v in expected.tolist()], "| no gradient at steps", sorted(no_gradient_steps))
+
+
+def check_blueprint_advantages(blueprint_adv):
+    """Exercise 2: equal to the package's per_head_advantages for the blueprint head."""
+    expected = per_head_advantages(adv, batch.executed_ops)["blueprint"]  # [E, T]
+    assert blueprint_adv.shape == expected.shape and torch.equal(blueprint_adv, expected)
+    print(f"correct: the blueprint head is credited on {int(expected.ne(0).sum())} of {expected.numel()} steps")
+
+
+def check_value_error(error):
+    """Exercise 3: the per-step value error of the update's value loss, with this run's value clipping."""
+    c = cfg.ppo.value_clip
+    expected = (V_ex - R_ex).pow(2)
+    if cfg.ppo.clip_value:
+        expected = torch.max(expected, (V_old_ex + (V_ex - V_old_ex).clamp(-c, c) - R_ex).pow(2))
+    assert torch.allclose(torch.as_tensor(error, dtype=torch.float32), expected), expected
+    print("correct:", expected.tolist())
+
+# %% [markdown]
 # ## Recap
 #
 # - The update replays each stored episode as one sequence from its stored initial hidden state, with the stored
@@ -316,9 +481,38 @@ overlay("illegal_fraction", list(mode_records.items()))
 # - The approximate KL `(r − 1) − log r` is checked before each optimizer step; a step that would overshoot
 #   1.5 × `target_kl` never happens.
 # - One update reports losses, KL, clip fraction, explained variance, gradient norms and `q_spread`; notebook 07
-#   follows them over a whole training run.
+#   follows them over a whole training run. After it, the share of ratios inside the clip range is a measurement,
+#   not a guarantee: the clip removes a gradient, it does not bound the ratio.
+# - The first minibatch's loss, written out from the definitions (per-head clipped surrogate over the steps where
+#   each head mattered, per-head entropy multipliers, clipped value loss), equals `PPOUpdater`'s to 1e-6, before
+#   the first step and again with the trained weights.
 # - With conditional masks (the default) every sampled action executes: `illegal_fraction` is 0 on every update.
 #   With independent masks a share of the actions run as WAIT, and the update conditions the value and the causal
 #   masks on that executed op, not on the sampled one.
 #
 # Next: [06_tests_and_validation.ipynb](06_tests_and_validation.ipynb) ticks the addendum's success criteria.
+
+# %% [markdown]
+# ## Solutions
+
+# %% jupyter={"source_hidden": true}
+# Exercise 1. No gradient where the clipped term is the smaller one: A > 0 with r > 1 + ε, or A < 0 with r < 1 − ε.
+eps_ex = cfg.ppo.clip_ratio
+surrogate_ex = torch.min(r_ex * A_ex, r_ex.clamp(1 - eps_ex, 1 + eps_ex) * A_ex)
+flat_steps = [i for i, (r, a) in enumerate(zip(r_ex.tolist(), A_ex.tolist()))
+              if (a > 0 and r > 1 + eps_ex) or (a < 0 and r < 1 - eps_ex)]
+check_surrogate(surrogate_ex, flat_steps)
+
+# %% jupyter={"source_hidden": true}
+# Exercise 2. The head mattered where the executed op's set of heads contains it; elsewhere its advantage is 0.
+from esper_lab.actions import HEAD_RELEVANCE
+
+mattered_bp = torch.tensor([["blueprint" in HEAD_RELEVANCE[LifecycleOp(op)] for op in row]
+                            for row in batch.executed_ops.tolist()])  # [E, T] bool
+check_blueprint_advantages(adv * mattered_bp)
+
+# %% jupyter={"source_hidden": true}
+# Exercise 3. Clipping can only raise the error (max): the first step's new value moved 15 from the stored one,
+# more than value_clip = 10 allows, so the clipped value 10 is 10 from its target and the error is 100, not 25.
+V_clip_ex = V_old_ex + (V_ex - V_old_ex).clamp(-cfg.ppo.value_clip, cfg.ppo.value_clip)
+check_value_error(torch.max((V_ex - R_ex).pow(2), (V_clip_ex - R_ex).pow(2)))

@@ -20,9 +20,9 @@
 # (ground truth), [esper_lab/config.py](../esper_lab/config.py)
 # (presets) and the critic modes in [esper_lab/policy/network.py](../esper_lab/policy/network.py).
 #
-# At `full` size each critic trains on the `demo` preset for the same 20 updates (two to three minutes each on a quiet
-# 2-core development machine, much longer when it is shared); at `ci` size the `tiny` preset runs 2 updates per critic, which checks the
-# plumbing but is far too short to learn anything, so the verdicts at the end say "inconclusive" there.
+# At `full` size each critic trains on the `demo` preset for the same 20 updates (section 1 prints how long each took
+# on the machine that ran it); at `ci` size the `tiny` preset runs 2 updates per critic, which checks the plumbing but
+# is far too short to learn anything, so the verdicts at the end say "inconclusive" there.
 
 # %%
 import os
@@ -124,8 +124,9 @@ print(json.dumps(baselines, indent=1)[:1500])
 # ## 4. The blueprint embedding over training
 #
 # Every `SNAPSHOT_EVERY` updates the trainer saves the 14 × 4 embedding table (13 blueprints + the null row of an
-# empty slot). Projecting all snapshots onto the same two principal axes shows where each blueprint's vector goes.
-# Only rows that appear in the data get gradient: the 7 CNN blueprints (after a seed of that kind is germinated)
+# empty slot). Projecting all snapshots onto the same two principal axes shows each blueprint's vector over
+# training; the printed distances say how far each row moved, which in a run this short is little, so read the
+# trails for their direction, not their length. Only rows that appear in the data get gradient: the 7 CNN blueprints (after a seed of that kind is germinated)
 # and NULL; NOOP and the transformer-only blueprints are never legal in this world and stay where they started
 # (grey).
 
@@ -411,6 +412,33 @@ assert choice["chosen"] == preset("demo").world.reward.mode  # the measured choi
 # `simplified` buys the most accuracy per seed parameter, so it is the default; `contribution` stays one `--set`
 # away so the lesson can be re-run.
 #
+# ## Exercises
+#
+# Each exercise has a `check_...` function that asserts your answer; the solutions are at the end, in cells whose
+# source is hidden (click to show).
+#
+# **1. Which term does a run farm?** From the `contribution` run's metrics rows, take the last `LAST` updates and
+# compute the mean per episode of every `reward_term_*` key; return the name of the term largest in absolute size
+# (without the `reward_term_` prefix) and its mean.
+
+# %%
+def check_farmed_term(answer: tuple[str, float]) -> None:
+    name, value = rewards.dominant_term(pair["contribution"].metrics(), last=LAST)
+    assert answer[0] == name and abs(answer[1] - value) < 1e-9, (answer, (name, value))
+    print("right:", name, round(value, 3))
+
+# %% [markdown]
+# **2. Pairs ordered right, by hand.** For one ground-truth record of section 8 (`shown`), count the pairs of ops
+# (a, b), a < b, that the critic orders as the truth's means do (`(Q[a] − Q[b]) · (truth[a] − truth[b]) > 0`) and
+# return the fraction of all pairs.
+
+
+# %%
+def check_pair_agreement(record: dict, answer: float) -> None:
+    assert record["pair_agreement"] is None or abs(answer - record["pair_agreement"]) < 1e-12, answer
+    print("right:", answer)
+
+# %% [markdown]
 # ## Recap
 #
 # - `Trainer(preset(...), run_dir).run()` trains and writes a run directory; `RunReader` reads it safely at any time.
@@ -424,5 +452,26 @@ assert choice["chosen"] == preset("demo").world.reward.mode  # the measured choi
 # - The reward decides what "learning" means: Phase 4's `contribution` reward is farmed by keeping seeds alive; the
 #   default, `simplified`, was chosen by measurement because its return ranks policies as their accuracy does.
 #
-# This is the last notebook. The dashboard (`make run`) shows the same run directories live; the README lists the
-# commands for longer runs.
+# Next: notebook 08 breaks each Phase 4 pitfall on purpose and watches the tests go red. The dashboard (`make run`)
+# shows the same run directories live; the README lists the commands for longer runs.
+#
+# ## Solutions
+
+# %% jupyter={"source_hidden": true}
+def farmed_term(rows: list[dict], last: int) -> tuple[str, float]:
+    tail = rows[-last:]
+    means = {k[len("reward_term_"):]: sum(r[k] for r in tail) / len(tail) for k in tail[0] if k.startswith("reward_term_")}
+    name = max(means, key=lambda n: abs(means[n]))
+    return name, means[name]
+
+
+check_farmed_term(farmed_term(pair["contribution"].metrics(), LAST))
+
+# %% jupyter={"source_hidden": true}
+def pair_agreement(q: list[float], truth: list[float]) -> float:
+    pairs = [(a, b) for a in range(len(q)) for b in range(a + 1, len(q))]
+    return sum((q[a] - q[b]) * (truth[a] - truth[b]) > 0 for a, b in pairs) / len(pairs)
+
+
+if len(shown["ops"]) > 1:
+    check_pair_agreement(shown, pair_agreement(shown["critic"], shown["target"]["mean"]))
