@@ -291,6 +291,13 @@ SLOT_CHOICES: tuple[tuple[str, int], ...] = (("(empty)", -1),) + tuple((bp.name,
 
 
 @torch.no_grad()
+def show_live(fig: go.Figure) -> None:
+    """Show `fig` as plotly JSON only, for a figure redrawn inside a widget's `Output`: a widget's outputs are not
+    stored where GitHub or nbconvert look, so a PNG there is never seen; and a kaleido export from inside an
+    `Output` stalled the notebook build in 2 of 8 builds of notebook 04 (0 of 8 without PNGs)."""
+    fig.show(renderer="plotly_mimetype")
+
+
 def op_values_for_blueprints(network: Any, state: torch.Tensor, blueprints: Sequence[int]) -> torch.Tensor:
     """Q(s, op) for all six ops when the slots hold `blueprints` (one index per slot, -1 = empty): `[6]`.
 
@@ -326,7 +333,7 @@ def blueprint_value_panel(network: Any, state: torch.Tensor, num_slots: int = 3,
         names = ", ".join(dict((v, k) for k, v in SLOT_CHOICES)[d.value] for d in dropdowns)
         out.clear_output(wait=True)
         with out:
-            display(op_value_bars(values, title=f"Q(s, op) with slots = {names}"))
+            show_live(op_value_bars(values, title=f"Q(s, op) with slots = {names}"))
         return values
 
     for d in dropdowns:
@@ -689,7 +696,7 @@ def mask_explorer(report: Any, template: Any, initial: Sequence[tuple[SeedStage 
                           for i, (st, mode) in enumerate(slots))
         out.clear_output(wait=True)
         with out:
-            display(masks_figure(masks, slot_ids, label))
+            show_live(masks_figure(masks, slot_ids, label))
         return masks
 
     for d in (*stages, *modes):
@@ -742,7 +749,7 @@ def gae_panel(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, 
         adv, ret = compute_gae(rewards, values, dones, truncated, bootstrap_values, g, lam_)  # [T] each
         out.clear_output(wait=True)
         with out:
-            display(gae_figure(adv, ret, values, f"compute_gae at γ = {g:g}, λ = {lam_:g}"))
+            show_live(gae_figure(adv, ret, values, f"compute_gae at γ = {g:g}, λ = {lam_:g}"))
         return adv, ret
 
     for s in (gamma_slider, lam_slider):

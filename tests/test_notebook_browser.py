@@ -146,19 +146,23 @@ def test_world_tour_chart_renders_in_jupyterlab(lab: str) -> None:
                 state="attached", timeout=60_000)
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
             page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
-            # Run All executes the cells in order in a fresh kernel, so it is done when the last code cell shows the
-            # execution count equal to the number of code cells. (Cells scrolled out of view may render their
-            # prompts lazily, so only the last one is read.)
+            # Run All executes the cells in order in a fresh kernel, so code cell k (1-based) shows the prompt [k]
+            # once it ran. The last code cell whose input is shown is read (cells scrolled out of view may render
+            # their prompts lazily; a cell whose source is hidden, an exercise's solution, shows no input prompt),
+            # then the kernel must go idle: the hidden cells after it have run too.
             nb = json.loads((REPO / "notebooks" / NOTEBOOK).read_text())
-            n_code = sum(cell["cell_type"] == "code" for cell in nb["cells"])
+            code = [cell for cell in nb["cells"] if cell["cell_type"] == "code"]
+            shown = [k for k, cell in enumerate(code, 1) if not cell["metadata"].get("jupyter", {}).get("source_hidden")]
             last_prompt = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt").last
             stderr = page.locator(".jp-NotebookPanel .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
             deadline = time.monotonic() + 240
-            while last_prompt.inner_text().strip() != f"[{n_code}]:":
+            while last_prompt.inner_text().strip() != f"[{shown[-1]}]:":
                 if stderr.count():
                     raise AssertionError("a cell wrote to stderr or raised: " + stderr.first.inner_text()[:2000])
                 assert time.monotonic() < deadline, f"Run All did not finish: last prompt {last_prompt.inner_text()!r}"
                 time.sleep(0.5)
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-Toolbar-kernelStatus").first.wait_for(
+                state="attached", timeout=60_000)
             assert stderr.count() == 0, stderr.first.inner_text()[:2000]
             # Outputs the kernel just produced are trusted: the figures now render as live plotly charts.
             _scroll_until_chart(page)

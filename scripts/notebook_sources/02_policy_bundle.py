@@ -570,24 +570,23 @@ def measured_on_ex(deterministic):
                              deterministic=deterministic)
 
 
-def check_mismatch_rate(rate):
-    """Exercise 1: two independent draws from pi_ex differ with probability 1 - sum_op pi(op)^2."""
-    expected = 1 - pi_ex.pow(2).sum().item()
+def check_rate(rate, expected, deterministic):
+    """`rate` is `expected`, which op_value_mismatch predicts too and N_ex draws measure (within 5 binomial s.d.)."""
     assert abs(rate - expected) < 1e-4, expected
-    r = measured_on_ex(deterministic=False)
+    r = measured_on_ex(deterministic=deterministic)
     assert abs(r.expected_mismatch_rate - expected) < 1e-4
     assert abs(r.mismatch_rate - expected) < 5 * (expected * (1 - expected) / N_ex) ** 0.5, r.mismatch_rate
     print(f"correct: {expected:.4f}; measured on {N_ex} draws: {r.mismatch_rate:.4f}")
+
+
+def check_mismatch_rate(rate):
+    """Exercise 1: two independent draws from pi_ex differ with probability 1 - sum_op pi(op)^2."""
+    check_rate(rate, 1 - pi_ex.pow(2).sum().item(), deterministic=False)
 
 
 def check_bootstrap_mismatch_rate(rate):
     """Exercise 2: a draw from pi_ex differs from the argmax op with probability 1 - pi(argmax)."""
-    expected = 1 - pi_ex.max().item()
-    assert abs(rate - expected) < 1e-4, expected
-    r = measured_on_ex(deterministic=True)
-    assert abs(r.expected_mismatch_rate - expected) < 1e-4
-    assert abs(r.mismatch_rate - expected) < 5 * (expected * (1 - expected) / N_ex) ** 0.5, r.mismatch_rate
-    print(f"correct: {expected:.4f}; measured on {N_ex} draws: {r.mismatch_rate:.4f}")
+    check_rate(rate, 1 - pi_ex.max().item(), deterministic=True)
 
 
 def check_bootstrap_bias(bias):

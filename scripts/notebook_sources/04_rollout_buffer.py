@@ -214,7 +214,8 @@ for t in reversed(range(4)):  # the recursion, written out
     A = delta + (0.0 if done[t] or trunc[t] else gamma * lam * A_next)
     rows.append({"t": t, "r": r[t], "V": V[t], "next": f"{nxt:g} = {why}", "δ": round(delta, 4), "A": round(A, 4)})
     A_next = A
-display(Markdown(markdown_table(rows[::-1])))
+shown = [{**row, "δ": f"{row['δ']:g}", "A": f"{row['A']:g}"} for row in rows[::-1]]  # exact: 1.0625, not 1.062
+display(Markdown(markdown_table(shown)))
 
 adv, ret = compute_gae(torch.tensor(r), torch.tensor(V), torch.tensor(done), torch.tensor(trunc), torch.tensor(boot),
                        gamma, lam)
