@@ -389,6 +389,35 @@ assert len(RESULTS) == 6  # five pitfalls, the bootstrap's in two forms
 assert all(r["red"].exit_code == 1 and r["green"].exit_code == 0 for r in RESULTS)  # every one red, then green
 
 # %% [markdown]
+# ## Exercises
+#
+# A new pitfall, not one Esper shipped: a critic that ignores the op. `FactoredRecurrentActorCritic._compute_value`
+# is Q(s, op) = `value_head(cat(lstm_out, one_hot(op)))`; patch it so it always uses WAIT's one-hot, whatever op it
+# is given, and Q(s, op) silently becomes V(s).
+#
+# **1. Which test catches it?** Write the patch (a function with `_compute_value`'s signature) and name a test of
+# `tests/test_network.py` about the per-op values (`op_values`) that fails under it; `check_caught` runs it red under
+# your patch and green after.
+#
+# **2. And through `forward`?** A test can only catch what it compares against something computed another way.
+# `forward` stores Q(s, sampled op) as the value; name the test of `tests/test_network.py` that compares it with
+# `_compute_value` and check that it goes red too. Why does it, although it calls the patched function itself?
+
+# %%
+from esper_lab.policy.network import FactoredRecurrentActorCritic
+
+
+def check_caught(patch, node_ids: list[str]) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FactoredRecurrentActorCritic, "_compute_value", patch)
+        red = run_tests(node_ids)
+    green = run_tests(node_ids)
+    assert red.exit_code == pytest.ExitCode.TESTS_FAILED and sorted(red.failed) == sorted(node_ids), red
+    assert green.exit_code == pytest.ExitCode.OK, green
+    print("right: red under the patch, green after:", [short(n) for n in node_ids])
+
+
+# %% [markdown]
 # ## Recap
 #
 # - **Two op samples** (97d9ba3f): the value was Q(s, op #1), the action op #2. Caught by
@@ -406,3 +435,25 @@ assert all(r["red"].exit_code == 1 and r["green"].exit_code == 0 for r in RESULT
 #   what the rollout stored must give back the log-probs and values it computed, before any weight has changed.
 #
 # `make test` runs the same tests, unpatched, with the rest of the suite.
+#
+# ## Solutions
+
+# %% jupyter={"source_hidden": true}
+import torch.nn.functional as F
+
+from esper_lab.actions import NUM_OPS, LifecycleOp
+
+
+def op_blind_compute_value(self, lstm_out, op):
+    """Q(s, op) with the op replaced by WAIT: the critic can no longer tell ops apart."""
+    wait = F.one_hot(torch.full_like(op, int(LifecycleOp.WAIT)), NUM_OPS).to(lstm_out.dtype)  # [..., 6]
+    return self.value_head(torch.cat([lstm_out, wait], dim=-1)).squeeze(-1)  # [...]
+
+
+# q_values computes Q for every op from the weights directly, so it disagrees with the patched _compute_value
+check_caught(op_blind_compute_value, ["tests/test_network.py::test_op_values_are_q_of_every_op[q_op]"])
+
+# %% jupyter={"source_hidden": true}
+# forward's value is gathered from the one-pass q_values, which the patch does not touch, so it no longer equals
+# the patched _compute_value of the sampled op
+check_caught(op_blind_compute_value, ["tests/test_network.py::test_op_conditioned_value_forward"])
