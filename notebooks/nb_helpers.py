@@ -298,6 +298,31 @@ def show_live(fig: go.Figure) -> None:
     fig.show(renderer="plotly_mimetype")
 
 
+MASK_COLORS = [[0, "#f5f5f5"], [1, "#9ecae1"]]  # illegal, legal: mask_timeline_figure and masks_figure
+
+
+def live_panel(controls: Sequence[Any], above: Sequence[Any], draw: Callable[[], tuple[go.Figure, Any]]) -> Any:
+    """An ipywidgets `VBox` of the widgets `above` and an `Output` showing the figure of `draw() -> (figure, value)`,
+    redrawn whenever one of `controls` changes. Its `.refresh()` redraws and returns `draw()`'s value."""
+    import ipywidgets as widgets
+
+    out = widgets.Output()
+
+    def refresh(*_: Any) -> Any:
+        fig, value = draw()
+        out.clear_output(wait=True)
+        with out:
+            show_live(fig)
+        return value
+
+    for control in controls:
+        control.observe(refresh, names="value")
+    panel = widgets.VBox([*above, out])
+    panel.refresh = refresh  # type: ignore[attr-defined]
+    refresh()
+    return panel
+
+
 def op_values_for_blueprints(network: Any, state: torch.Tensor, blueprints: Sequence[int]) -> torch.Tensor:
     """Q(s, op) for all six ops when the slots hold `blueprints` (one index per slot, -1 = empty): `[6]`.
 
@@ -318,7 +343,6 @@ def blueprint_value_panel(network: Any, state: torch.Tensor, num_slots: int = 3,
     `op_values_for_blueprints`, which the tests check.
     """
     import ipywidgets as widgets
-    from IPython.display import display
 
     initial = list(initial) if initial is not None else [-1] * num_slots
     dropdowns = [
@@ -326,22 +350,14 @@ def blueprint_value_panel(network: Any, state: torch.Tensor, num_slots: int = 3,
                          layout=widgets.Layout(width="260px"))
         for i in range(num_slots)
     ]
-    out = widgets.Output()
 
-    def refresh(*_: Any) -> torch.Tensor:
+    def draw() -> tuple[go.Figure, torch.Tensor]:
         values = op_values_for_blueprints(network, state, [d.value for d in dropdowns])
         names = ", ".join(dict((v, k) for k, v in SLOT_CHOICES)[d.value] for d in dropdowns)
-        out.clear_output(wait=True)
-        with out:
-            show_live(op_value_bars(values, title=f"Q(s, op) with slots = {names}"))
-        return values
+        return op_value_bars(values, title=f"Q(s, op) with slots = {names}"), values
 
-    for d in dropdowns:
-        d.observe(refresh, names="value")
-    panel = widgets.VBox([widgets.HBox(dropdowns), out])
-    panel.refresh = refresh  # type: ignore[attr-defined]
+    panel = live_panel(dropdowns, [widgets.HBox(dropdowns)], draw)
     panel.dropdowns = dropdowns  # type: ignore[attr-defined]
-    refresh()
     return panel
 
 
@@ -402,7 +418,7 @@ def mask_timeline_figure(op_masks: torch.Tensor, chosen_ops: Sequence[int] | Non
     """`op_masks [T, 6]` bool as a heatmap over epochs; `chosen_ops [T]` (optional) marked with crosses."""
     z = op_masks.to(torch.int64).T.tolist()  # [6, T]
     T = op_masks.shape[0]
-    fig = go.Figure(go.Heatmap(z=z, x=list(range(T)), y=list(OP_NAMES), colorscale=[[0, "#f5f5f5"], [1, "#9ecae1"]],
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(T)), y=list(OP_NAMES), colorscale=MASK_COLORS,
                                showscale=False, xgap=1, ygap=1, name="legal"))
     if chosen_ops is not None:
         fig.add_trace(go.Scatter(x=list(range(T)), y=[OP_NAMES[int(o)] for o in chosen_ops], mode="markers",
@@ -629,7 +645,6 @@ def report_with_slots(report: Any, slots: Sequence[tuple[SeedStage | None, Alpha
     return _replace(report, slots=reports)
 
 
-MASK_COLORS = [[0, "#f5f5f5"], [1, "#9ecae1"]]  # illegal, legal (as in mask_timeline_figure)
 
 
 def masks_figure(masks: Mapping[str, torch.Tensor], slot_ids: Sequence[str] = DEFAULT_SLOT_IDS,
@@ -674,7 +689,6 @@ def mask_explorer(report: Any, template: Any, initial: Sequence[tuple[SeedStage 
     own `action_masks()`), redraws, and returns them; it runs on every dropdown change.
     """
     import ipywidgets as widgets
-    from IPython.display import display
 
     num_slots = len(report.slots)
     initial = list(initial) if initial is not None else [(None, AlphaMode.HOLD)] * num_slots
@@ -683,28 +697,20 @@ def mask_explorer(report: Any, template: Any, initial: Sequence[tuple[SeedStage 
               for i, (st, _) in enumerate(initial)]
     modes = [widgets.Dropdown(options=list(ALPHA_MODE_CHOICES), value=int(mode), description="alpha",
                               layout=widgets.Layout(width="220px")) for _, mode in initial]
-    out = widgets.Output()
 
     def chosen() -> list[tuple[SeedStage | None, AlphaMode]]:
         return [(None if s.value == EMPTY_STAGE else SeedStage(s.value), AlphaMode(m.value))
                 for s, m in zip(stages, modes)]
 
-    def refresh(*_: Any) -> dict[str, torch.Tensor]:
+    def draw() -> tuple[go.Figure, dict[str, torch.Tensor]]:
         slots = chosen()
         masks = report_with_slots(report, slots, template, slot_ids).action_masks()
         label = ", ".join(f"{slot_ids[i]} " + ("empty" if st is None else f"{st.name} (alpha {mode.name})")
                           for i, (st, mode) in enumerate(slots))
-        out.clear_output(wait=True)
-        with out:
-            show_live(masks_figure(masks, slot_ids, label))
-        return masks
+        return masks_figure(masks, slot_ids, label), masks
 
-    for d in (*stages, *modes):
-        d.observe(refresh, names="value")
-    panel = widgets.VBox([widgets.HBox([widgets.VBox([s, m]) for s, m in zip(stages, modes)]), out])
-    panel.refresh = refresh  # type: ignore[attr-defined]
+    panel = live_panel([*stages, *modes], [widgets.HBox([widgets.VBox([s, m]) for s, m in zip(stages, modes)])], draw)
     panel.stages, panel.modes = stages, modes  # type: ignore[attr-defined]
-    refresh()
     return panel
 
 
@@ -736,28 +742,20 @@ def gae_panel(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, 
     them; it runs on every slider change.
     """
     import ipywidgets as widgets
-    from IPython.display import display
 
     gamma_slider = widgets.FloatSlider(value=gamma, min=0.0, max=1.0, step=0.005, description="γ",
                                        readout_format=".3f", continuous_update=False)
     lam_slider = widgets.FloatSlider(value=lam, min=0.0, max=1.0, step=0.01, description="λ",
                                      readout_format=".2f", continuous_update=False)
-    out = widgets.Output()
 
-    def refresh(*_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw() -> tuple[go.Figure, tuple[torch.Tensor, torch.Tensor]]:
         g, lam_ = float(gamma_slider.value), float(lam_slider.value)
         adv, ret = compute_gae(rewards, values, dones, truncated, bootstrap_values, g, lam_)  # [T] each
-        out.clear_output(wait=True)
-        with out:
-            show_live(gae_figure(adv, ret, values, f"compute_gae at γ = {g:g}, λ = {lam_:g}"))
-        return adv, ret
+        return gae_figure(adv, ret, values, f"compute_gae at γ = {g:g}, λ = {lam_:g}"), (adv, ret)
 
-    for s in (gamma_slider, lam_slider):
-        s.observe(refresh, names="value")
-    panel = widgets.VBox([gamma_slider, lam_slider, out])
-    panel.refresh = refresh  # type: ignore[attr-defined]
+    sliders = [gamma_slider, lam_slider]
+    panel = live_panel(sliders, sliders, draw)
     panel.gamma, panel.lam = gamma_slider, lam_slider  # type: ignore[attr-defined]
-    refresh()
     return panel
 
 
