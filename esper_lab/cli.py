@@ -40,7 +40,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    help="any other config field, e.g. --set ppo.epochs=1 --set world.host=strong (repeatable)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --run-dir from its checkpoint, on its own config: only "
-                        + ", ".join(f for f, path in TRAIN_FLAGS.items() if path in RESUMABLE_FIELDS) + " may change")
+                        + ", ".join(f for f, path in TRAIN_FLAGS.items() if path in RESUMABLE_FIELDS)
+                        + " and --set " + ", ".join(f for f in RESUMABLE_FIELDS if f not in TRAIN_FLAGS.values())
+                        + " may change")
     p.add_argument("--overwrite", action="store_true",
                    help="restart the run in --run-dir from scratch, replacing its metrics, snapshots and checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

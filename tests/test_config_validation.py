@@ -349,9 +349,11 @@ def test_resume_applies_the_flags_that_may_change(tiny_run):
     assert {"updates", "max_minutes", "torch_threads"} <= set(RESUMABLE_FIELDS)
     args = cli.build_parser().parse_args(["train", "--resume", "--run-dir", str(tiny_run), "--updates", "5",
                                           "--max-minutes", "2", "--threads", "1", "--preset", "tiny", "--seed", "0",
-                                          "--set", "world.max_epochs=4"])
+                                          "--set", "world.max_epochs=4", "--set", "truth.every=3",
+                                          "--set", "truth.rollouts=4"])
     cfg = cli.resume_config(args)
     assert (cfg.updates, cfg.max_minutes, cfg.torch_threads) == (5, 2, 1)
+    assert (cfg.truth.every, cfg.truth.rollouts) == (3, 4)  # ground truth only measures; the run trains the same
     assert cfg.world.max_epochs == 4 and cfg.seed == 0 and cfg.preset == "tiny"
     args.updates = "0"
     with pytest.raises(ConfigError, match=r"^updates = 0: must be an integer >= 1$"):
