@@ -1,7 +1,8 @@
 """Where a batched world step spends its time, per world-step, on one thread: the training epoch's backward and Adam
 step, the rest of the training epoch (forward, loss, data), validation with its counterfactual passes, and the rest
-of the step (actions, rewards, reports); beside them the floor, the matrix products alone (`bmm` / `baddbmm`, timed
-where they run, with their FLOPs), and the ATen ops per batched step. One episode of `demo` worlds driven by
+of the step (actions, masks, rewards, reports), with the driving random-legal policy's own time apart; beside them
+the floor, the matrix products alone (`bmm` / `baddbmm`, timed where they run, with their FLOPs), and the ATen ops
+per batched step. One episode of `demo` worlds driven by
 random-legal actions (fixed seed), after a warm-up episode.
 
     .venv/bin/python scripts/engine_profile.py [--worlds 16,64] [--json results/engine_profile.json]
@@ -95,7 +96,8 @@ def profile(worlds: int) -> dict:
         "adam": ms["adam"],
         "forward_loss_data": train - ms["backward"] - ms["adam"],
         "validation": ms["validation"],
-        "rest_of_step": 1000 * wall / steps - train - ms["validation"],
+        "rest_of_step": 1000 * wall / steps - train - ms["validation"] - ms["policy"],
+        "policy": ms["policy"],  # the random-legal policy's act: the driver's time, not the world's
         "matmul": ms["bmm"] + ms["baddbmm"],
         "matmul_mflop_per_world_step": mflop,
         "aten_ops_per_batched_step": counter.ops / (cfg.max_epochs - 1),
@@ -114,13 +116,15 @@ def main() -> int:
     timed(batched.BatchedWorlds, "_validate", "validation")
     timed(RowAdam, "step", "adam")
     timed(torch.autograd, "backward", "backward")
+    timed(RandomLegalPolicy, "act", "policy")
     timed(torch, "bmm", "bmm", bmm_flops)
     timed(torch, "baddbmm", "baddbmm", bmm_flops)
     rows = [profile(int(n)) for n in args.worlds.split(",")]
-    keys = ("ms_per_world_step", "forward_loss_data", "backward", "adam", "validation", "rest_of_step", "matmul")
+    keys = ("ms_per_world_step", "forward_loss_data", "backward", "adam", "validation", "rest_of_step", "policy",
+            "matmul")
     print("| worlds | ms / world-step | forward, loss, data | backward | Adam | validation | rest of step "
-          "| matmul alone | matmul MFLOP | matmul GFLOP/s | ATen ops / batched step |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| random-legal policy | matmul alone | matmul MFLOP | matmul GFLOP/s | ATen ops / batched step |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         cells = " | ".join(f"{r[k]:.2f}" for k in keys)
         print(f"| {r['worlds']} | {cells} | {r['matmul_mflop_per_world_step']:.0f} | {r['matmul_gflops']:.0f} "
