@@ -27,6 +27,8 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from esper_lab.config import preset  # noqa: E402
 from esper_lab.env.batched import engine as batched  # noqa: E402
+from esper_lab.env.batched import layers  # noqa: E402
+from esper_lab.env.batched.exact import one_world_at_a_time  # noqa: E402
 from esper_lab.env.batched.stack import RowAdam  # noqa: E402
 from esper_lab.env.vector import VectorEnv  # noqa: E402
 from esper_lab.policy.baselines import RandomLegalPolicy  # noqa: E402
@@ -55,6 +57,17 @@ def bmm_flops(*args) -> int:
     return 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
 
 
+def nonzero_flops(x: torch.Tensor, weight: torch.Tensor, bias=None) -> int:
+    """The products of `stacked_affine(x [G, B, K], weight [G, N, K])` on nonzero weights only, in the forward and in
+    the backward passes the call will take: what a conv computed without its dense matrix's structural zeros (the
+    Toeplitz zeros of a 3x3 conv, the cross-group zeros of a grouped one) would still have to do."""
+    if one_world_at_a_time(*x.shape[1:], weight.shape[1]):
+        return 0  # not a bmm: left out of the matmul figures on both sides
+    grad = torch.is_grad_enabled()
+    passes = 1 + (grad and weight.requires_grad) + (grad and x.requires_grad)  # forward, grad_weight, grad_x
+    return 2 * x.shape[1] * int(torch.count_nonzero(weight)) * passes
+
+
 class OpCount(TorchDispatchMode):
     def __init__(self):
         super().__init__()
@@ -73,6 +86,25 @@ def episode(env: VectorEnv, policy: RandomLegalPolicy) -> int:
     return env.num_envs * (env.cfg.max_epochs - 1)
 
 
+def nonzero_episode(env: VectorEnv, policy: RandomLegalPolicy) -> float:
+    """One more episode (untimed: counting nonzeros costs time): the share of its matmul FLOPs that fall on nonzero
+    weights."""
+    original, executed = layers.stacked_affine, flops["bmm"] + flops["baddbmm"]
+    needed = 0
+
+    def counting(x, weight, bias=None):
+        nonlocal needed
+        needed += nonzero_flops(x, weight)
+        return original(x, weight, bias)
+
+    layers.stacked_affine = counting
+    try:
+        episode(env, policy)
+    finally:
+        layers.stacked_affine = original
+    return needed / (flops["bmm"] + flops["baddbmm"] - executed)
+
+
 def profile(worlds: int) -> dict:
     cfg = preset("demo", **{"world.engine": "batched"}).world
     env = VectorEnv(cfg, worlds, seed=0)
@@ -88,6 +120,7 @@ def profile(worlds: int) -> dict:
     counter = OpCount()
     with counter:
         episode(env, policy)
+    nonzero_share = nonzero_episode(env, policy)
     train = ms.pop("train epoch")
     out = {
         "worlds": worlds,
@@ -100,6 +133,7 @@ def profile(worlds: int) -> dict:
         "policy": ms["policy"],  # the random-legal policy's act: the driver's time, not the world's
         "matmul": ms["bmm"] + ms["baddbmm"],
         "matmul_mflop_per_world_step": mflop,
+        "matmul_nonzero_share": nonzero_share,
         "aten_ops_per_batched_step": counter.ops / (cfg.max_epochs - 1),
     }
     out["matmul_gflops"] = out["matmul_mflop_per_world_step"] / out["matmul"]
@@ -123,11 +157,13 @@ def main() -> int:
     keys = ("ms_per_world_step", "forward_loss_data", "backward", "adam", "validation", "rest_of_step", "policy",
             "matmul")
     print("| worlds | ms / world-step | forward, loss, data | backward | Adam | validation | rest of step "
-          "| random-legal policy | matmul alone | matmul MFLOP | matmul GFLOP/s | ATen ops / batched step |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| random-legal policy | matmul alone | matmul MFLOP | on nonzero weights | matmul GFLOP/s "
+          "| ATen ops / batched step |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         cells = " | ".join(f"{r[k]:.2f}" for k in keys)
-        print(f"| {r['worlds']} | {cells} | {r['matmul_mflop_per_world_step']:.0f} | {r['matmul_gflops']:.0f} "
+        print(f"| {r['worlds']} | {cells} | {r['matmul_mflop_per_world_step']:.0f} "
+              f"| {100 * r['matmul_nonzero_share']:.0f} % | {r['matmul_gflops']:.0f} "
               f"| {r['aten_ops_per_batched_step']:,.0f} |")
     if args.json:
         args.json.write_text(json.dumps({"threads": 1, "rows": rows}, indent=1) + "\n")
