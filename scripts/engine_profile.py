@@ -1,9 +1,9 @@
 """Where a batched world step spends its time, per world-step, on one thread: the training epoch's backward and Adam
 step, the rest of the training epoch (forward, loss, data), validation with its counterfactual passes, and the rest
 of the step (actions, masks, rewards, reports), with the driving random-legal policy's own time apart; beside them
-the floor, the matrix products alone (`bmm` / `baddbmm`, timed where they run, with their FLOPs), and the ATen ops
-per batched step. One episode of `demo` worlds driven by
-random-legal actions (fixed seed), after a warm-up episode.
+the floor, the matrix products alone (`bmm` / `baddbmm`, timed where they run, with their FLOPs and the share of
+them on nonzero weights), and the ATen ops per batched step. One episode of `demo` worlds driven by random-legal
+actions (fixed seed), after a warm-up episode. The table also goes to the JSON file's `.txt` sibling.
 
     .venv/bin/python scripts/engine_profile.py [--worlds 16,64] [--json results/engine_profile.json]
 
@@ -156,18 +156,19 @@ def main() -> int:
     rows = [profile(int(n)) for n in args.worlds.split(",")]
     keys = ("ms_per_world_step", "forward_loss_data", "backward", "adam", "validation", "rest_of_step", "policy",
             "matmul")
-    print("| worlds | ms / world-step | forward, loss, data | backward | Adam | validation | rest of step "
-          "| random-legal policy | matmul alone | matmul MFLOP | on nonzero weights | matmul GFLOP/s "
-          "| ATen ops / batched step |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = ["| worlds | ms / world-step | forward, loss, data | backward | Adam | validation | rest of step "
+             "| random-legal policy | matmul alone | matmul MFLOP | on nonzero weights | matmul GFLOP/s "
+             "| ATen ops / batched step |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cells = " | ".join(f"{r[k]:.2f}" for k in keys)
-        print(f"| {r['worlds']} | {cells} | {r['matmul_mflop_per_world_step']:.0f} "
-              f"| {100 * r['matmul_nonzero_share']:.0f} % | {r['matmul_gflops']:.0f} "
-              f"| {r['aten_ops_per_batched_step']:,.0f} |")
+        lines.append(f"| {r['worlds']} | {cells} | {r['matmul_mflop_per_world_step']:.0f} "
+                     f"| {100 * r['matmul_nonzero_share']:.0f} % | {r['matmul_gflops']:.0f} "
+                     f"| {r['aten_ops_per_batched_step']:,.0f} |")
+    print("\n".join(lines))
     if args.json:
         args.json.write_text(json.dumps({"threads": 1, "rows": rows}, indent=1) + "\n")
-        print(f"wrote {args.json}")
+        args.json.with_suffix(".txt").write_text("\n".join(lines) + "\n")
+        print(f"wrote {args.json} and {args.json.with_suffix('.txt')}")
     return 0
 
 
