@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from esper_lab.policy.baselines import BASELINES
 from esper_lab.stats import LEVEL
 from esper_lab.config import (PRESETS, RESUMABLE_FIELDS, ConfigError, PolicyConfig, TrainConfig, WorldConfig,
-                              field_help, field_value, preset, with_overrides)
+                              config_differences, field_help, field_value, preset, with_overrides)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2  # a runtime failure; bad input (arguments, config, run directory, checkpoint)
@@ -90,14 +90,15 @@ def _probe_parser(sub: argparse._SubParsersAction) -> None:
 
 def _dashboard_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="serve the Streamlit dashboard on 127.0.0.1")
-    p.add_argument("--port", type=_int_at_least(1), default=8501, help="port (default: 8501)")
+    p.add_argument("--port", type=_int_at_least(1, maximum=65535), default=8501, help="port (default: 8501)")
     p.add_argument("--runs-dir", type=Path, help="where run directories live (default: $ESPER_LAB_RUNS or ./runs)")
     p.add_argument("--train", choices=sorted(PRESETS), metavar="PRESET",
                    help="also start training this preset in the background (what `make run` does with demo)")
 
 
-def _int_at_least(minimum: int):
-    """An argparse `type=`: the integer in the text, refused (an argparse error) when below `minimum`."""
+def _int_at_least(minimum: int, maximum: int | None = None):
+    """An argparse `type=`: the integer in the text, refused (an argparse error) when below `minimum` or above
+    `maximum`."""
     def integer(text: str) -> int:
         try:
             value = int(text)
@@ -105,6 +106,8 @@ def _int_at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
     return integer
 
@@ -230,6 +233,8 @@ def _set_items(items: Sequence[str]) -> list[tuple[str, str, Any]]:
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
+        if key.strip() == "preset":  # the field names the preset a config was built from; setting it builds nothing
+            raise ConfigError("--set preset would only relabel the run; choose the preset with --preset")
         given.append((f"--set {item}", key.strip(), _parse_value(text.strip())))
     return given
 
@@ -266,6 +271,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = train_config(args)
     run_dir = args.run_dir or runs_root() / f"{cfg.preset}-{cfg.policy.critic}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     trainer = Trainer(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
+    if trainer.update_idx >= cfg.updates:  # a resumed run already there: leave its files as they are
+        trainer.close()
+        print(f"esper-lab train: {run_dir} is already at {trainer.update_idx} updates (--updates {cfg.updates}); "
+              "nothing to train: pass a larger --updates to continue it", file=sys.stderr)
+        return 0
     bar = None if args.quiet else ProgressLine(cfg.updates, start=trainer.update_idx)
     print(f"esper-lab train: {cfg.preset}, critic {cfg.policy.critic}, {cfg.num_envs} envs x {cfg.world.max_epochs} "
           f"epochs, {cfg.updates} updates -> {run_dir}", file=sys.stderr)
@@ -324,10 +334,15 @@ def cmd_probe(args: argparse.Namespace) -> int:
         run_dir = args.checkpoint.parent  # resuming writers keep the run's config.json as it is
         writer = RunWriter(run_dir, RunReader(run_dir).config(), resume=True)
     try:
-        records, _ = probe_checkpoint(args.checkpoint, states, args.rollouts, args.seed, args.backend, args.workers)
+        records, cfg = probe_checkpoint(args.checkpoint, states, args.rollouts, args.seed, args.backend,
+                                        args.workers)
         print(format_truth(records))
         if args.json:
             _write_json(args.json, records)
+        differing = [] if writer is None else config_differences(cfg, TrainConfig.from_dict(RunReader(writer.dir).config()))
+        if differing:  # a checkpoint copied in from another run: its records are not this run's
+            raise UsageError(f"{args.checkpoint} was not written by the run in {writer.dir} (its config differs in "
+                             f"{', '.join(differing)}); nothing appended to {TRUTH_FILE}: use --no-write or --json")
         if writer is not None:
             writer.truth(records)
             print(f"appended {len(records)} records to {writer.dir / TRUTH_FILE}", file=sys.stderr)
@@ -353,12 +368,18 @@ def _index_list(text: str, flag: str) -> list[int]:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    from esper_lab.runs import runs_root
+
     env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", STREAMLIT_SERVER_HEADLESS="true")
-    if args.runs_dir is not None:
-        env["ESPER_LAB_RUNS"] = str(args.runs_dir.resolve())
+    # absolute, so the server (started in the repository) reads the runs of the directory the command ran in
+    runs = (args.runs_dir if args.runs_dir is not None else runs_root()).resolve()
+    if runs.exists() and not runs.is_dir():
+        raise ConfigError(f"--runs-dir {runs} is a file, not a directory of runs")
+    env["ESPER_LAB_RUNS"] = str(runs)
     app = REPO_ROOT / "app" / "dashboard.py"
     if not app.is_file():
         raise SystemExit(f"esper-lab dashboard: {app} not found (the dashboard ships with the repository checkout)")
+    _require_free_port(args.port)  # before a background trainer starts: a server that cannot start would orphan it
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", "127.0.0.1",
            "--server.port", str(args.port), "--browser.gatherUsageStats", "false", "--server.headless", "true"]
     if args.train:
@@ -368,12 +389,25 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     os.execvpe(cmd[0], cmd, env)  # the server replaces this process, so signals reach it directly
 
 
-def _start_background_training(preset_name: str, env: dict[str, str]) -> None:
-    """A trainer child in its own session, writing a new run directory the dashboard shows first."""
-    from esper_lab.runs import LOG_NAME, runs_root
+def _require_free_port(port: int) -> None:
+    """Raise ConfigError when nothing can listen on 127.0.0.1:`port` (another server holds it)."""
+    import socket
 
-    root = Path(env["ESPER_LAB_RUNS"]) if "ESPER_LAB_RUNS" in env else REPO_ROOT / runs_root()
-    run_dir = root / f"{preset_name}-q_op-s0-{time.strftime('%Y%m%d-%H%M%S')}"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT does not count
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ConfigError(f"port {port} on 127.0.0.1 is not available ({exc.strerror}); choose another --port") \
+                from None
+
+
+def _start_background_training(preset_name: str, env: dict[str, str]) -> None:
+    """A trainer child in its own session, writing a new run directory (under `env`'s ESPER_LAB_RUNS) the dashboard
+    shows first."""
+    from esper_lab.runs import LOG_NAME
+
+    run_dir = Path(env["ESPER_LAB_RUNS"]) / f"{preset_name}-q_op-s0-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / LOG_NAME, "ab") as log:
         subprocess.Popen([sys.executable, "-m", "esper_lab.cli", "train", "--preset", preset_name, "--run-dir",
@@ -438,9 +472,25 @@ def _figure(value: Any) -> str:
 
 
 def _check_output(path: Path | None) -> None:
-    """Refuse a `--json` path that is a directory before any work is done."""
-    if path is not None and path.is_dir():
+    """Refuse a `--json` path before any work is done when it is a directory, or an existing file that writing would
+    destroy: one of a run's own files (its checkpoint, config, metrics, ...), or any file that is not JSON."""
+    if path is None:
+        return
+    if path.is_dir():
         raise UsageError(f"--json {path} is a directory; give a file name")
+    if not path.is_file():
+        return
+    from esper_lab.runs import run_of_file
+
+    run = run_of_file(path)
+    if run is not None:
+        raise UsageError(f"--json {path} is a file of the run {run}; give another file name")
+    try:
+        json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError):
+        raise UsageError(f"--json {path} exists and is not a JSON file; give another file name") from None
+    except OSError:
+        pass  # unreadable: writing it fails with its own message
 
 
 def _write_json(path: Path, data: Any) -> None:

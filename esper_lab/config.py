@@ -16,7 +16,7 @@ import math
 import reprlib
 import types
 from dataclasses import dataclass, field
-from typing import Annotated, Any, NoReturn, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, NoReturn, Sequence, Union, get_args, get_origin, get_type_hints
 
 CRITIC_MODES = ("q_op", "v", "q_marginal")
 MASK_MODES = ("conditional", "independent")
@@ -446,6 +446,13 @@ def with_overrides(cfg: TrainConfig, **overrides: Any) -> TrainConfig:
         holder, name = _locate(cfg, path)
         setattr(holder, name, value)
     return validate(cfg)
+
+
+def config_differences(a: TrainConfig, b: TrainConfig, ignore: Sequence[str] = RESUMABLE_FIELDS) -> list[str]:
+    """The field paths (other than `ignore`) whose values differ between two configs: [] when one run could have
+    written both (a checkpoint and its run's config.json)."""
+    return [path for path in _field_paths(TrainConfig)
+            if path not in ignore and field_value(a, path) != field_value(b, path)]
 
 
 def field_value(cfg: TrainConfig, path: str) -> Any:

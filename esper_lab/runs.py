@@ -312,6 +312,17 @@ def lock_holder(run_dir: Path | str) -> dict[str, Any] | None:
 # --- what a folder is: a run, a folder a run may start in, or someone else's ----------------------------------------
 
 
+def run_of_file(path: Path) -> Path | None:
+    """The run directory `path` is one of the own files of (its config, status, lock, log, metrics, events, baselines,
+    checkpoint, or a file under snapshots/), else None."""
+    path = path.resolve()
+    own = ("config.json", "status.json", LOCK_NAME, LOG_NAME, *TRAINER_FILES)
+    for run, inside in ((path.parent, path.name in own), (path.parent.parent, path.parent.name == "snapshots")):
+        if inside and is_run_config(read_json(run / "config.json")):
+            return run
+    return None
+
+
 def is_run_config(data: Any) -> bool:
     """Whether a parsed config.json is an esper_lab config: an object with TrainConfig's fields only, whose
     sections (world, policy, ppo) are objects."""
@@ -434,9 +445,13 @@ class RunWriter:
     A fresh start refuses a file, a folder holding someone else's files, a live run and a run that made progress
     (unless `overwrite`), then replaces the outputs of any earlier start. `resume=True` needs a run with a
     checkpoint and keeps what is there (metrics beyond the checkpoint are trimmed by `truncate_after`). Either way
-    the temporary files a killed writer left are removed. Writing after `release()` takes the lock again."""
+    the temporary files a killed writer left are removed. Writing after `release()` takes the lock again.
 
-    def __init__(self, run_dir: Path | str, config: dict[str, Any], *, resume: bool = False, overwrite: bool = False):
+    With `deferred=True` the constructor only checks and locks; `start()` then replaces the earlier outputs, so a
+    caller can build what may still fail (a trainer's worlds) before anything of the old run is gone."""
+
+    def __init__(self, run_dir: Path | str, config: dict[str, Any], *, resume: bool = False, overwrite: bool = False,
+                 deferred: bool = False):
         if resume and overwrite:
             raise ValueError("resume and overwrite exclude each other")
         self.dir = Path(run_dir)
@@ -449,13 +464,25 @@ class RunWriter:
                 _check_resumable(self.dir)
             else:
                 _check_fresh_start(self.dir, overwrite)
-                _remove(_trainer_outputs(self.dir) + ([self.dir / "status.json"] if overwrite else []))
-                atomic_write(self.dir / "config.json", json.dumps(config, indent=2))
-            (self.dir / "snapshots").mkdir(exist_ok=True)
         except BaseException:
             self.release()
             raise
+        self._resume, self._overwrite, self._config = resume, overwrite, config
         self._status: dict[str, Any] = (read_json(self.dir / "status.json") or {}) if resume else {}
+        if not deferred:
+            self.start()
+
+    def start(self) -> None:
+        """A fresh start replaces the outputs of any earlier start (and its status with `overwrite`) and writes
+        config.json; either way snapshots/ exists afterwards."""
+        try:
+            if not self._resume:
+                _remove(_trainer_outputs(self.dir) + ([self.dir / "status.json"] if self._overwrite else []))
+                atomic_write(self._own("config.json"), json.dumps(self._config, indent=2))
+            self._own("snapshots").mkdir(exist_ok=True)
+        except BaseException:
+            self.release()
+            raise
 
     @property
     def checkpoint_path(self) -> Path:
@@ -503,10 +530,17 @@ class RunWriter:
         atomic_write(self._own("baselines.json"), dumps(reference))
 
     def truncate_after(self, update: int) -> None:
-        """On resume: drop records newer than the checkpoint's update so the logs match the restored state."""
+        """On resume: drop records newer than the checkpoint's update (and unreadable lines) so the logs match the
+        restored state. A log with nothing to drop is left as it is, and a missing one is not created."""
         for name in ("metrics.jsonl", "events.jsonl", TRUTH_FILE):
-            rows = [r for r in read_jsonl(self.dir / name) if _update_of(r) <= update]
-            atomic_write(self._own(name), "".join(dumps(r) + "\n" for r in rows))
+            path = self.dir / name
+            text = "".join(dumps(r) + "\n" for r in read_jsonl(path) if _update_of(r) <= update)
+            try:
+                unchanged = path.read_text(encoding="utf-8") == text
+            except (OSError, UnicodeDecodeError):
+                unchanged = not text and not path.exists()
+            if not unchanged:
+                atomic_write(self._own(name), text)
 
     def _append(self, name: str, records: list[dict[str, Any]]) -> None:
         if not records:

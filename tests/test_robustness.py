@@ -27,8 +27,8 @@ from streamlit import config as streamlit_config
 from esper_lab import cli
 from esper_lab.config import preset
 from esper_lab.env.process_vector import ProcessVectorEnv
-from esper_lab.runs import (CHECKPOINT_SCHEMA, LOCK_NAME, CheckpointError, RunDirError, RunLock, RunReader,
-                            RunWriter, cache_path, lock_holder, read_cached)
+from esper_lab.runs import (CHECKPOINT_SCHEMA, LOCK_NAME, TRUTH_FILE, CheckpointError, RunDirError, RunLock,
+                            RunReader, RunWriter, cache_path, lock_holder, read_cached)
 from fixtures.make_run import make_run
 from test_dashboard import VIEWS, app, show, texts
 
@@ -152,7 +152,26 @@ REFUSED = {  # case -> (set-up of the sandbox, argv, command, fragment of the on
     "bench --steps 0": (lambda r: None, ("bench", "env", "--steps", "0"), "bench", "must be at least 1"),
     "bench --json a directory": (lambda r: (r / "out").mkdir(), ("bench", "env", "--json", "out"), "bench",
                                  "--json out is a directory"),
+    "evaluate --json onto a run's checkpoint": (
+        lambda r: _fake_run(r / "R"), ("evaluate", "--preset", "tiny", "--policy", "wait", "--json", "R/checkpoint.pt"),
+        "evaluate", "--json R/checkpoint.pt is a file of the run"),
+    "evaluate --json onto a file that is not JSON": (
+        lambda r: (r / "notes.txt").write_text("mine\n"), ("evaluate", "--preset", "tiny", "--json", "notes.txt"),
+        "evaluate", "--json notes.txt exists and is not a JSON file"),
+    "--set preset": (lambda r: None, ("train", *TINY, "--set", "preset=phase4"), "train",
+                     "--set preset would only relabel the run; choose the preset with --preset"),
+    "dashboard --port 70000": (lambda r: None, ("dashboard", "--port", "70000"), "dashboard",
+                               "argument --port: must be at most 65535, got 70000"),
+    "dashboard --runs-dir a file": (lambda r: (r / "F").write_text("mine\n"), ("dashboard", "--runs-dir", "F"),
+                                    "dashboard", "is a file, not a directory of runs"),
 }
+
+
+def _fake_run(run: Path) -> None:
+    """A folder that is a run by its config.json, with a checkpoint file."""
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(preset("tiny").to_dict()))
+    (run / "checkpoint.pt").write_bytes(b"weights")
 
 
 @pytest.mark.parametrize("case", list(REFUSED))
@@ -505,3 +524,67 @@ def test_a_dashboard_listening_everywhere_serves_nothing(runs_dir):
     assert not at.exception
     assert "listens on every network interface" in texts(at.error)
     assert not at.button and not at.selectbox
+
+
+# --- what bad input must not cost: the old run, a trainer left behind, another run's files ------------------------
+
+
+def _own_files(run: Path) -> dict:
+    return {name: digest for name, digest in tree(run).items() if name != LOCK_NAME}
+
+
+@pytest.mark.trainer
+def test_overwrite_with_a_bad_ray_address_keeps_the_old_run(sandbox, capsys, trained):
+    """The worlds are built before an earlier start's outputs go: a --ray-address Ray refuses leaves the run whole."""
+    pytest.importorskip("ray")
+    run = own_copy(trained, sandbox)
+    before = _own_files(run)
+    code, err = run_cli(capsys, "train", *TINY, "--updates", "1", "--overwrite", "--run-dir", run, "--backend", "ray",
+                        "--ray-address", "foo")
+    assert code == 2, err
+    assert_one_line_error(err, "train", "ray_address = 'foo': Invalid address format")
+    assert _own_files(run) == before
+
+
+def test_a_dashboard_whose_port_is_taken_starts_no_trainer(sandbox, capsys):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        code, err = run_cli(capsys, "dashboard", "--train", "tiny", "--port", port)
+    assert code == 2, err
+    assert_one_line_error(err, "dashboard", f"port {port} on 127.0.0.1 is not available")
+    assert not (sandbox / "runs").exists()
+
+
+@pytest.mark.trainer
+def test_resume_to_fewer_updates_than_done_changes_nothing(sandbox, capsys, trained):
+    run = own_copy(trained, sandbox)
+    before = _own_files(run)
+    code, err = run_cli(capsys, "train", "--resume", "--updates", "1", "--run-dir", run, "--quiet")
+    assert code == 0, err
+    assert "is already at 1 updates (--updates 1); nothing to train" in err
+    assert _own_files(run) == before
+
+
+@pytest.mark.trainer
+def test_a_checkpoint_from_another_run_is_refused_by_resume_and_probe(sandbox, capsys, trained):
+    """A checkpoint copied in from a run of another seed: resume refuses it (one line, rc 2) and probe appends
+    nothing to this run's truth.jsonl."""
+    other = sandbox / "other"
+    assert cli.main(["train", *TINY, "--updates", "1", "--seed", "5", "--run-dir", str(other)]) == 0
+    run = own_copy(trained, sandbox)
+    shutil.copy(other / "checkpoint.pt", run / "checkpoint.pt")
+    shutil.copy(other / "checkpoint.pt", run / "foreign.pt")
+    capsys.readouterr()
+    before = _own_files(run)
+    code, err = run_cli(capsys, "train", "--resume", "--updates", "2", "--run-dir", run)
+    assert code == 2, err
+    assert_one_line_error(err, "train", "checkpoint.pt was not written by this run: its config differs from "
+                                        "config.json in seed")
+    code, err = run_cli(capsys, "probe", "--checkpoint", run / "foreign.pt", "--states", "0", "--rollouts", "2",
+                        "--backend", "local")
+    assert code == 2, err
+    assert_one_line_error(err, "probe", "foreign.pt was not written by the run in")
+    assert {k: v for k, v in _own_files(run).items() if k != TRUTH_FILE} == before
+    assert RunReader(run).truth() == []

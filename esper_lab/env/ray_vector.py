@@ -92,7 +92,10 @@ def connect(address: str | None, num_cpus: int | None = None, attempts: int = 3)
 
     common = dict(log_to_driver=False, logging_level=logging.WARNING, namespace="esper_lab")
     if address is not None:
-        ray.init(address=address, **common)
+        try:
+            ray.init(address=address, **common)
+        except ValueError as exc:  # Ray's check of the address's form ("Invalid address format: ...")
+            raise ConfigError(f"ray_address = {address!r}: {exc}") from None
         return True
     for attempt in range(1, attempts + 1):
         try:

@@ -21,7 +21,7 @@ import torch
 
 from esper_lab.actions import DEFAULT_NUM_SLOTS, OP_NAMES
 from esper_lab.agent import Agent
-from esper_lab.config import TrainConfig
+from esper_lab.config import TrainConfig, config_differences
 from esper_lab.env.backends import close_vector_env, make_vector_env
 from esper_lab.env.morpho_env import SUMMARY_KEY
 from esper_lab.env.reward import REWARD_TERMS
@@ -34,8 +34,8 @@ from esper_lab.rl.buffer import RolloutBuffer
 from esper_lab.rl.ppo import PPOUpdater
 from esper_lab.rl.rollout import Rollout, Telemetry, collect
 from esper_lab.rl.truth import GroundTruth, TruthSchedule
-from esper_lab.runs import (METRIC_KEYS, REWARD_TERM_PREFIX, ROLLOUT_METRIC_KEYS, RunWriter, load_checkpoint,
-                            read_cached, restoring, write_cached)
+from esper_lab.runs import (METRIC_KEYS, REWARD_TERM_PREFIX, ROLLOUT_METRIC_KEYS, CheckpointError, RunWriter,
+                            load_checkpoint, read_cached, restoring, write_cached)
 
 
 class StopRequested(Exception):
@@ -57,11 +57,14 @@ class Trainer:
         torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
         self.cfg = cfg
-        # the run directory first: a refused folder costs no worlds, and the lock is held before anything is written
-        self.writer = (RunWriter(run_dir, cfg.to_dict(), resume=resume, overwrite=overwrite)
+        # the run directory first: a refused folder costs no worlds, and the lock is held before anything is written;
+        # an earlier run's outputs go only once the worlds are built (a bad --ray-address leaves the old run whole)
+        self.writer = (RunWriter(run_dir, cfg.to_dict(), resume=resume, overwrite=overwrite, deferred=True)
                        if run_dir is not None else None)
         try:
             self._build(cfg, resume)
+            if self.writer is not None:
+                self.writer.start()
         except BaseException:
             self.close()
             raise
@@ -245,8 +248,13 @@ class Trainer:
 
     def _restore(self) -> None:
         assert self.writer is not None
-        ckpt = load_checkpoint(self.writer.checkpoint_path)
-        with restoring(self.writer.checkpoint_path):
+        path = self.writer.checkpoint_path
+        ckpt = load_checkpoint(path)
+        with restoring(path):
+            differing = config_differences(TrainConfig.from_dict(ckpt["config"]), self.cfg)
+            if differing:  # a checkpoint copied in from another run
+                raise CheckpointError(f"{path} was not written by this run: its config differs from config.json in "
+                                      f"{', '.join(differing)}")
             self.load_state(ckpt)
         self.writer.truncate_after(self.update_idx)
 
