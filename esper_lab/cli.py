@@ -339,7 +339,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(format_truth(records))
         if args.json:
             _write_json(args.json, records)
-        differing = [] if writer is None else config_differences(cfg, TrainConfig.from_dict(RunReader(writer.dir).config()))
+        run_cfg = None if writer is None else TrainConfig.from_dict(RunReader(writer.dir).config())
+        differing = [] if run_cfg is None else config_differences(cfg, run_cfg)
         if differing:  # a checkpoint copied in from another run: its records are not this run's
             raise UsageError(f"{args.checkpoint} was not written by the run in {writer.dir} (its config differs in "
                              f"{', '.join(differing)}); nothing appended to {TRUTH_FILE}: use --no-write or --json")
@@ -361,7 +362,7 @@ def _index_list(text: str, flag: str) -> list[int]:
         raise UsageError(f"{flag} {text!r}: give 'all' or comma-separated indices such as 0,2") from None
     if not values or min(values) < 0:
         raise UsageError(f"{flag} {text!r}: give 'all' or comma-separated indices >= 0 such as 0,2")
-    return values
+    return list(dict.fromkeys(values))  # each once, in the order given
 
 
 # --- dashboard --------------------------------------------------------------------------------------------------

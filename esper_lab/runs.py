@@ -214,6 +214,12 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     missing = [key for key in CHECKPOINT_KEYS if key not in payload]
     if missing:
         raise CheckpointError(f"{path}: a {CHECKPOINT_SCHEMA!r} checkpoint with keys missing: {', '.join(missing)}")
+    policy = payload["policy"] if isinstance(payload["policy"], dict) else {}
+    broken = [name for name, value in policy.items()
+              if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise CheckpointError(f"{path}: the policy's weights are not finite (NaN or inf) in {', '.join(broken[:3])}"
+                              + (f" and {len(broken) - 3} more" if len(broken) > 3 else ""))
     return payload
 
 

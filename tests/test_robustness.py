@@ -445,10 +445,16 @@ def _resize_a_tensor(ckpt: dict) -> None:
     ckpt["policy"][name] = torch.zeros(3)
 
 
+def _poison_a_tensor(ckpt: dict) -> None:
+    name = next(n for n, value in ckpt["policy"].items() if value.is_floating_point())
+    ckpt["policy"][name] = torch.full_like(ckpt["policy"][name], float("nan"))
+
+
 @pytest.mark.parametrize("damage, fragment", [
     (lambda ckpt: ckpt.pop("optimizer"), "checkpoint with keys missing: optimizer"),
     (_resize_a_tensor, "does not fit the model its config describes: Error(s) in loading state_dict"),
-], ids=["a key missing", "a tensor of another size"])
+    (_poison_a_tensor, "the policy's weights are not finite (NaN or inf) in "),
+], ids=["a key missing", "a tensor of another size", "NaN weights"])
 def test_a_checkpoint_that_does_not_fit_is_one_line_exit_2(sandbox, capsys, trained, damage, fragment):
     run = own_copy(trained, sandbox)
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
