@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from esper_lab.bench.timing import Log, Progress
-from esper_lab.config import PRESETS, ConfigError
+from esper_lab.config import PRESETS, SEED, ConfigError
 
 PARTS = ("A", "B", "C")
 DEFAULT_JSON = Path("results/bench_compare.json")
@@ -79,14 +79,22 @@ def parse_parts(text: str) -> tuple[str, ...]:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """'0,1,2' -> (0, 1, 2); raises ConfigError when empty or not integers."""
+    """'0,1,2' -> (0, 1, 2); raises ConfigError when empty, not integers, outside a run seed's range or repeated
+    (checked here, before parts A and B run, not when part C starts)."""
     items = [s.strip() for s in text.split(",") if s.strip()]
     if not items:
         raise ConfigError("no seed given (e.g. --seeds 0,1,2)")
     try:
-        return tuple(int(s) for s in items)
+        seeds = tuple(int(s) for s in items)
     except ValueError:
         raise ConfigError(f"seeds must be integers separated by commas, got {text!r}") from None
+    low, high = SEED.low, SEED.high
+    bad = [s for s in seeds if not low <= s <= high]
+    if bad:
+        raise ConfigError(f"seeds must be in [{low}, {high}], got {', '.join(map(str, bad))}")
+    if len(set(seeds)) < len(seeds):
+        raise ConfigError(f"each seed once, got {text!r}")
+    return seeds
 
 
 def positive_float(text: str) -> float:
