@@ -183,3 +183,26 @@ def test_writing_a_run_directory_does_not_change_the_numbers(tmp_path):
     with_dir = Trainer(tiny(updates=2), tmp_path / "run").run()
     without = Trainer(tiny(updates=2)).run()
     assert all(same_numbers(a, b) for a, b in zip(with_dir, without))
+
+
+def test_a_stop_signal_whose_exception_was_swallowed_still_stops_the_loop(tmp_path, monkeypatch):
+    """SIGTERM's exception raised where Python discards it (here: caught during the baselines) stops the run at the
+    next update boundary, as stopped, with no update trained."""
+    import signal
+
+    from esper_lab.rl import trainer as trainer_module
+
+    def baselines_during_which_the_signal_is_lost(self):
+        try:
+            trainer_module._raise_stop(signal.SIGTERM, None)
+        except trainer_module.StopRequested:
+            pass
+
+    monkeypatch.setattr(Trainer, "_write_baselines", baselines_during_which_the_signal_is_lost)
+    trainer = Trainer(tiny(updates=2), tmp_path / "run")
+    try:
+        assert trainer.run() == []
+    finally:
+        trainer.close()
+    assert RunReader(tmp_path / "run").status()["state"] == "stopped"
+    assert trainer.update_idx == 0

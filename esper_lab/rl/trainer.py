@@ -181,6 +181,7 @@ class Trainer:
             self._write_baselines()
             deadline = None if self.cfg.max_minutes is None else time.monotonic() + 60 * self.cfg.max_minutes
             while self.update_idx < total and (deadline is None or time.monotonic() < deadline):
+                _check_stop()
                 record = self.train_step()
                 records.append(record)
                 last = self.update_idx == total or (deadline is not None and time.monotonic() >= deadline)
@@ -267,11 +268,24 @@ class Trainer:
         torch.set_rng_state(ckpt["torch_rng"])
 
 
+_stops_received: list[str] = []
+"""The stop signals received since the handlers were installed. The handler raises at once, but Python discards an
+exception raised where it cannot propagate (a `__del__`, a fork hook of `logging`): the loop checks this too."""
+
+
 def _raise_stop(signum: int, frame: Any) -> None:
-    raise StopRequested(signal.Signals(signum).name)
+    _stops_received.append(signal.Signals(signum).name)
+    raise StopRequested(_stops_received[-1])
+
+
+def _check_stop() -> None:
+    """Raise StopRequested if a stop signal arrived whose exception was lost."""
+    if _stops_received:
+        raise StopRequested(_stops_received[-1])
 
 
 def _install_stop_handlers() -> dict[int, Any]:
+    _stops_received.clear()
     try:
         return {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread (e.g. inside a notebook helper thread): no handlers
