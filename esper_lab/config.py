@@ -34,8 +34,8 @@ CHANGED_DEFAULTS = {"world.reward.mode": ("contribution", "every run before rewa
 config file holds every field it knew (`to_dict`), so a missing field means an older file; it is migrated to the
 value it ran with, never to today's default."""
 
-RESUMABLE_FIELDS = ("updates", "max_minutes", "torch_threads", "backend", "ray_address", "workers", "truth.every",
-                    "truth.budget", "truth.rollouts")
+RESUMABLE_FIELDS = ("updates", "max_minutes", "torch_threads", "backend", "ray_address", "workers",
+                    "ray_cpus_per_actor", "ray_gpus_per_actor", "truth.every", "truth.budget", "truth.rollouts")
 """What `--resume` may change: how long the run goes on, where its worlds run and how often the critic is measured
 against ground truth (which draws on its own RNG stream: tests/test_truth.py), never what it trains."""
 
