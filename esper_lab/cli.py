@@ -325,14 +325,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from esper_lab.rl.truth import UnknownProbeState, format_truth, probe_checkpoint
-    from esper_lab.runs import TRUTH_FILE, RunReader, RunWriter
+    from esper_lab.runs import TRUTH_FILE, RunDirError, RunLockedError, RunReader, RunWriter
 
     _check_output(args.json)
     states = None if args.states == "all" else _index_list(args.states, "--states")
     writer = None
     if not args.no_write:  # refuse a checkpoint outside a run, or a run being trained, before any work
         run_dir = args.checkpoint.parent  # resuming writers keep the run's config.json as it is
-        writer = RunWriter(run_dir, RunReader(run_dir).config(), resume=True)
+        try:
+            writer = RunWriter(run_dir, RunReader(run_dir).config(), resume=True)
+        except RunLockedError as exc:  # its message ends with train's advice (another --run-dir)
+            who = f"pid {exc.holder['pid']} on {exc.holder['host']}" if exc.holder else "another process"
+            raise RunDirError(f"{run_dir} is being trained by {who}; wait for it to stop, or pass --no-write "
+                              "(with --json to keep the records)") from None
+        except RunDirError as exc:
+            raise RunDirError(f"{str(exc).removeprefix('cannot resume: ')}; pass --no-write (with --json to keep "
+                              "the records) to probe a checkpoint outside its run") from None
     try:
         records, cfg = probe_checkpoint(args.checkpoint, states, args.rollouts, args.seed, args.backend,
                                         args.workers)
