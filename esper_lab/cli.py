@@ -222,8 +222,13 @@ def _run_config(run_dir: Path) -> TrainConfig:
 def _overrides(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
     """(the flag as the user wrote it, the field path, the parsed value) of every TRAIN_FLAGS flag and --set given."""
     given = [(flag, path, _parse_value(text)) for flag, path in TRAIN_FLAGS.items()
-             if (text := getattr(args, flag[2:].replace("-", "_"))) is not None]
-    return given + _set_items(args.set)
+             if (text := getattr(args, flag[2:].replace("-", "_"))) is not None] + _set_items(args.set)
+    first: dict[str, tuple[str, Any]] = {}
+    for flag, path, value in given:  # two flags for one field must agree: neither silently wins
+        if path in first and first[path][1] != value:
+            raise ConfigError(f"{first[path][0]} and {flag} both set {path}, to different values; give one")
+        first.setdefault(path, (flag, value))
+    return given
 
 
 def _set_items(items: Sequence[str]) -> list[tuple[str, str, Any]]:

@@ -164,6 +164,8 @@ REFUSED = {  # case -> (set-up of the sandbox, argv, command, fragment of the on
                                  "seeds must be in [0, 4294967295], got -1"),
     "bench compare --seeds 0,0": (lambda r: None, ("bench", "compare", "--seeds", "0,0"), "bench",
                                   "each seed once, got '0,0'"),
+    "a flag and --set for one field": (lambda r: None, ("train", *TINY, "--seed", "5", "--set", "seed=7"), "train",
+                                       "--seed and --set seed=7 both set seed, to different values; give one"),
     "probe a checkpoint outside a run": (lambda r: (r / "lone.pt").write_bytes(b"weights"),
                                          ("probe", "--checkpoint", "lone.pt"), "probe",
                                          "is not a run directory (no esper_lab config.json); pass --no-write"),
