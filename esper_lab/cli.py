@@ -352,8 +352,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(format_truth(records))
         if args.json:
             _write_json(args.json, records)
-        run_cfg = None if writer is None else TrainConfig.from_dict(RunReader(writer.dir).config())
-        differing = [] if run_cfg is None else config_differences(cfg, run_cfg)
+        differing = [] if writer is None else config_differences(cfg, _run_config(writer.dir))
         if differing:  # a checkpoint copied in from another run: its records are not this run's
             raise UsageError(f"{args.checkpoint} was not written by the run in {writer.dir} (its config differs in "
                              f"{', '.join(differing)}); nothing appended to {TRUTH_FILE}: use --no-write or --json")

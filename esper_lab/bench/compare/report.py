@@ -88,10 +88,9 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         seeds = tuple(int(s) for s in items)
     except ValueError:
         raise ConfigError(f"seeds must be integers separated by commas, got {text!r}") from None
-    low, high = SEED.low, SEED.high
-    bad = [s for s in seeds if not low <= s <= high]
+    bad = [s for s in seeds if not SEED.allows(s)]  # the rule every config's seed field is checked against
     if bad:
-        raise ConfigError(f"seeds must be in [{low}, {high}], got {', '.join(map(str, bad))}")
+        raise ConfigError(f"seeds must be {SEED.text()}, got {', '.join(map(str, bad))}")
     if len(set(seeds)) < len(seeds):
         raise ConfigError(f"each seed once, got {text!r}")
     return seeds
